@@ -1,8 +1,12 @@
 //! preemptor: a KVM VMM that boots a small Linux guest, stalls chosen vCPUs
 //! at guest-kernel sites, and classifies the guest console.
 //!
-//! The modules follow the pipeline: boot ([`vstate`], [`arch`], [`devices`],
-//! [`host`]) → breakpoints and symbols ([`debug`]) → stall engine
-//! ([`stall`]) → report classifier ([`report`]) → scenarios → CLI.
-
+//! The modules follow the pipeline: boot ([`boot`], [`vstate`], [`arch`],
+//! [`devices`], [`host`]) → breakpoints and symbols ([`debug`]) → stall
+//! engine ([`stall`]) → report classifier ([`report`]) → CLI ([`cli`]).
+pub mod arch;
+pub mod debug;
+pub mod devices;
+pub mod host;
 pub mod report;
+pub mod vstate;

@@ -1,0 +1,3 @@
+//! Guest debugging: symbols and sites of the guest kernel, guest state at
+//! a breakpoint hit.
+pub mod symbols;

@@ -1,0 +1,1 @@
+//! Guest-kernel symbols and breakpoint sites.

@@ -1,0 +1,175 @@
+//! Where guest console bytes go: an in-memory copy for the report
+//! classifier and the init markers, a log file with a host timestamp on
+//! every line, and optionally stdout. Both copies are bounded so a flooding
+//! guest cannot exhaust host memory or disk.
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Prefix of the guest init's marker lines (see guest/src/lib.rs).
+pub const MARK: &str = "@@preemptor";
+
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub log: Option<PathBuf>,
+    pub echo: bool,
+    /// Bytes kept in memory (the classifier's input); the rest is counted.
+    pub max_memory: usize,
+    /// Bytes written to the log file.
+    pub max_log: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { log: None, echo: false, max_memory: 8 << 20, max_log: 64 << 20 }
+    }
+}
+
+struct Inner {
+    cfg: ConsoleConfig,
+    start: Instant,
+    text: Vec<u8>,
+    dropped: u64,
+    log: Option<BufWriter<File>>,
+    logged: u64,
+    at_line_start: bool,
+    line: Vec<u8>,
+    /// Host time of each marker line, in order.
+    markers: Vec<(Duration, String)>,
+}
+
+/// Cheap to clone: all clones write to the same console.
+#[derive(Clone)]
+pub struct Console(Arc<Mutex<Inner>>);
+
+impl Console {
+    pub fn new(cfg: ConsoleConfig, start: Instant) -> std::io::Result<Self> {
+        let log = match &cfg.log {
+            Some(p) => Some(BufWriter::new(File::create(p)?)),
+            None => None,
+        };
+        Ok(Self(Arc::new(Mutex::new(Inner {
+            cfg,
+            start,
+            text: Vec::new(),
+            dropped: 0,
+            log,
+            logged: 0,
+            at_line_start: true,
+            line: Vec::new(),
+            markers: Vec::new(),
+        }))))
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything the guest printed (up to the memory bound), lossy UTF-8.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.inner().text).into_owned()
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.inner().dropped
+    }
+
+    /// Marker lines (without the prefix) with the host time they ended.
+    pub fn markers(&self) -> Vec<(Duration, String)> {
+        self.inner().markers.clone()
+    }
+
+    /// Write a line of our own into the log (not the guest text), e.g. the
+    /// VMM's verdict or stall events, so the log tells the whole story.
+    pub fn note(&self, msg: &str) {
+        let mut g = self.inner();
+        let t = g.start.elapsed();
+        let line = format!("[{:>10.6}] [preemptor] {msg}\n", t.as_secs_f64());
+        g.write_log(line.as_bytes());
+    }
+
+    pub fn flush(&self) {
+        if let Some(l) = self.inner().log.as_mut() {
+            let _ = l.flush();
+        }
+    }
+}
+
+impl Inner {
+    fn write_log(&mut self, bytes: &[u8]) {
+        if self.logged >= self.cfg.max_log {
+            return;
+        }
+        if let Some(l) = self.log.as_mut() {
+            let n = bytes.len().min((self.cfg.max_log - self.logged) as usize);
+            let _ = l.write_all(&bytes[..n]);
+            self.logged += n as u64;
+            if self.logged >= self.cfg.max_log {
+                let _ = l.write_all(b"\n[preemptor] log limit reached, rest of the console dropped\n");
+            }
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.text.len() < self.cfg.max_memory {
+            self.text.push(b);
+        } else {
+            self.dropped += 1;
+        }
+        if self.at_line_start {
+            let t = self.start.elapsed();
+            let stamp = format!("[{:>10.6}] ", t.as_secs_f64());
+            self.write_log(stamp.as_bytes());
+            self.at_line_start = false;
+        }
+        if b != b'\r' {
+            self.write_log(&[b]);
+        }
+        if b == b'\n' {
+            self.at_line_start = true;
+            let line = String::from_utf8_lossy(&self.line).trim_end().to_string();
+            if let Some(rest) = line.strip_prefix(MARK) {
+                self.markers.push((self.start.elapsed(), rest.trim().to_string()));
+            }
+            self.line.clear();
+        } else if self.line.len() < 4096 {
+            self.line.push(b);
+        }
+    }
+}
+
+impl Write for Console {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut g = self.inner();
+        for &b in buf {
+            g.push(b);
+        }
+        if g.cfg.echo {
+            let _ = std::io::stdout().write_all(buf);
+            let _ = std::io::stdout().flush();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_and_bounds() {
+        let cfg = ConsoleConfig { max_memory: 64, ..Default::default() };
+        let mut c = Console::new(cfg, Instant::now()).unwrap();
+        c.write_all(b"boot\r\n@@preemptor ready cpus=2\r\n").unwrap();
+        assert_eq!(c.markers()[0].1, "ready cpus=2");
+        c.write_all(&[b'x'; 100]).unwrap();
+        assert_eq!(c.text().len(), 64);
+        assert!(c.dropped() > 0);
+    }
+}

@@ -1,0 +1,49 @@
+//! Emulated devices: the 16550 console on ttyS0 and the one i8042 function
+//! the guest uses (reset through port 0x64). Everything else a guest pokes
+//! at is ignored, never fatal.
+pub mod console;
+pub mod serial;
+
+pub use console::{Console, ConsoleConfig};
+pub use serial::SerialDevice;
+
+/// What the guest asked for through port I/O, beyond plain device access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PioEvent {
+    None,
+    /// i8042 "pulse reset line" (0xFE to port 0x64): `reboot=k`.
+    Reset,
+}
+
+const SERIAL_BASE: u16 = 0x3f8;
+const I8042_DATA: u16 = 0x60;
+const I8042_COMMAND: u16 = 0x64;
+const I8042_RESET_CMD: u8 = 0xfe;
+
+/// Port-I/O bus shared by all vCPUs.
+pub struct PioBus {
+    pub serial: SerialDevice,
+}
+
+impl PioBus {
+    pub fn read(&self, port: u16, data: &mut [u8]) {
+        match port {
+            SERIAL_BASE..=0x3ff if data.len() == 1 => data[0] = self.serial.read((port - SERIAL_BASE) as u8),
+            // i8042: status "output empty, input empty" so kb_wait() ends.
+            I8042_DATA | I8042_COMMAND => data.fill(0),
+            _ => {
+                tracing::debug!(port, len = data.len(), "ignored port read");
+                data.fill(0xff);
+            }
+        }
+    }
+
+    pub fn write(&self, port: u16, data: &[u8]) -> PioEvent {
+        match port {
+            SERIAL_BASE..=0x3ff if data.len() == 1 => self.serial.write((port - SERIAL_BASE) as u8, data[0]),
+            I8042_COMMAND if data.first() == Some(&I8042_RESET_CMD) => return PioEvent::Reset,
+            _ => tracing::debug!(port, ?data, "ignored port write"),
+        }
+        PioEvent::None
+    }
+}

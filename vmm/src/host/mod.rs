@@ -1,0 +1,78 @@
+//! Host profiles: every workaround for an unusual KVM lives here and only
+//! here. The VMM probes the host once and gets a [`HostProfile`] that says
+//! what to add to the guest command line and how to treat exits that only
+//! such a host produces.
+//!
+//! `kvm_pvm` (a pagetable-based software KVM, no SVM/VMX; see
+//! `shared/notes/host-kvm-pvm.md`):
+//! - guest-kernel code is emulated and some instructions cannot be: SMAP's
+//!   `clac/stac`, `popcnt`, `xrstor`, ... `KVM_SET_CPUID2` does not hide
+//!   them there, so the guest is told on its command line (`noxsave`,
+//!   `clearcpuid=`);
+//! - user-mode `SYSCALL` is left half done and a guest `int3` is an
+//!   emulation failure: the guest kernel's host-compat patch
+//!   (`guest/kernel/patches/host-compat-kvm-pvm.patch`) handles both when
+//!   `preemptor_kvm_pvm` is on its command line;
+//! - long emulated stretches trip the guest's RCU stall detector: noise,
+//!   not a verdict, so it is suppressed.
+//!   On an ordinary KVM host the profile adds nothing.
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// Hardware-assisted KVM (VMX/SVM): nothing to work around.
+    Standard,
+    /// `kvm_pvm`: software KVM that emulates guest-kernel code.
+    KvmPvm,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostProfile {
+    pub kind: HostKind,
+    /// Appended to the guest kernel command line.
+    pub extra_cmdline: &'static str,
+    /// A guest `int3` arrives as an emulation-failure exit at a 0xCC byte
+    /// rather than running natively: the VMM delivers the #BP itself.
+    pub int3_is_emulation_failure: bool,
+}
+
+/// Flags `kvm_pvm` needs (measured: a 6.1 guest boots with them):
+/// - `noxsave`: no `xrstor`/`xsave` (emulation fails);
+/// - `nofsgsbase nopcid noinvpcid`: features the emulator lacks;
+/// - `clearcpuid=`: 308 SMAP (`clac/stac`), 534, 151, 158, 306, 59;
+///   includes POPCNT (4*32+23 = 151);
+/// - `mitigations=off`: no speculation-control MSR writes;
+/// - `preemptor_kvm_pvm`: turns on the guest's host-compat patch;
+/// - `rcupdate.rcu_cpu_stall_suppress=1`: emulated stretches are not stalls.
+const KVM_PVM_CMDLINE: &str = "noxsave nofsgsbase nopcid noinvpcid mitigations=off \
+clearcpuid=308,534,151,158,306,59 preemptor_kvm_pvm rcupdate.rcu_cpu_stall_suppress=1";
+
+impl HostProfile {
+    pub fn for_kind(kind: HostKind) -> Self {
+        match kind {
+            HostKind::Standard => Self { kind, extra_cmdline: "", int3_is_emulation_failure: false },
+            HostKind::KvmPvm => {
+                Self { kind, extra_cmdline: KVM_PVM_CMDLINE, int3_is_emulation_failure: true }
+            }
+        }
+    }
+
+    /// Probe this host. `PREEMPTOR_HOST=standard|kvm_pvm` overrides the
+    /// probe (e.g. to try the ordinary profile on a kvm_pvm machine).
+    pub fn probe() -> Self {
+        let kind = match std::env::var("PREEMPTOR_HOST").as_deref() {
+            Ok("standard") => HostKind::Standard,
+            Ok("kvm_pvm") => HostKind::KvmPvm,
+            _ if Path::new("/sys/module/kvm_pvm").exists() => HostKind::KvmPvm,
+            _ => HostKind::Standard,
+        };
+        Self::for_kind(kind)
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            HostKind::Standard => "standard",
+            HostKind::KvmPvm => "kvm_pvm",
+        }
+    }
+}

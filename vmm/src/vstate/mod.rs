@@ -1,0 +1,8 @@
+//! KVM state: the VM (memory, in-kernel irqchip and PIT) and the vCPU run
+//! loop. The loop knows nothing of scenarios: debug exits go to a
+//! [`vcpu::DebugHandler`] (the stall engine implements it).
+pub mod vcpu;
+pub mod vm;
+
+pub use vcpu::{DebugHandler, End, Resume, RunShared, VcpuCtx};
+pub use vm::{Vm, VmConfig};

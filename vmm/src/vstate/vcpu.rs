@@ -1,0 +1,335 @@
+//! One thread per vCPU. The loop runs the guest, serves port I/O, ends the
+//! run on reset / triple fault / host emulation failure, and hands
+//! breakpoint hits to a [`DebugHandler`]. A handler that does not return
+//! keeps its vCPU out of `KVM_RUN`: that is what a stall is, here.
+use crate::devices::{PioBus, PioEvent};
+use crate::host::HostProfile;
+use kvm_bindings::{
+    kvm_guest_debug, kvm_regs, kvm_sregs, KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE,
+    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Why a run ended. The first reason recorded wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// i8042 reset: the guest restarted (init's end, or `panic=-1`).
+    Reset,
+    /// KVM_EXIT_SHUTDOWN: triple fault.
+    TripleFault { vcpu: usize },
+    /// The host could not emulate a guest instruction.
+    EmulationFailure { vcpu: usize, rip: u64, bytes: Vec<u8> },
+    /// Wall-clock limit reached.
+    Timeout,
+    /// Ctrl-C.
+    Interrupted,
+    /// Any other KVM failure.
+    HostError(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Reset => write!(f, "guest reset"),
+            End::TripleFault { vcpu } => write!(f, "triple fault on vCPU {vcpu}"),
+            End::EmulationFailure { vcpu, rip, bytes } => {
+                let b: Vec<String> = bytes.iter().map(|x| format!("{x:02x}")).collect();
+                write!(f, "host cannot emulate instruction [{}] at rip {rip:#x} on vCPU {vcpu}", b.join(" "))
+            }
+            End::Timeout => write!(f, "timeout"),
+            End::Interrupted => write!(f, "interrupted"),
+            End::HostError(e) => write!(f, "host error: {e}"),
+        }
+    }
+}
+
+/// State shared by the vCPU threads and the thread that waits for the end.
+pub struct RunShared {
+    stop: AtomicBool,
+    end: Mutex<Option<End>>,
+    cv: Condvar,
+    pub start: Instant,
+}
+
+impl RunShared {
+    pub fn new(start: Instant) -> Self {
+        Self { stop: AtomicBool::new(false), end: Mutex::new(None), cv: Condvar::new(), start }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Record why the run ends (first caller wins) and stop every vCPU.
+    pub fn finish(&self, end: End) {
+        let mut g = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(end);
+        }
+        self.stop.store(true, Ordering::Release);
+        self.cv.notify_all();
+    }
+
+    /// Wait until the run ends or `timeout` passes; None on timeout.
+    pub fn wait(&self, timeout: Duration) -> Option<End> {
+        let g = self.end.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self.cv.wait_timeout_while(g, timeout, |e| e.is_none()).unwrap_or_else(|e| e.into_inner());
+        g.clone()
+    }
+
+    pub fn end(&self) -> Option<End> {
+        self.end.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What a handler wants after a hit, once it returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resume {
+    /// Keep interrupt injection off (`KVM_GUESTDBG_BLOCKIRQ`) until this
+    /// vCPU's next breakpoint hit: interrupts that fell due while it was
+    /// stalled would otherwise be injected the moment it resumes.
+    pub block_irq: bool,
+}
+
+/// The vCPU loop's view of guest debugging. Implemented by the stall engine.
+pub trait DebugHandler: Send + Sync {
+    /// Hardware breakpoint addresses (DR0..DR3) for this vCPU.
+    fn breakpoints(&self, vcpu: usize) -> [Option<u64>; 4];
+    /// A breakpoint in `slot` fired on this vCPU. May block (a stall); must
+    /// return promptly once `ctx.stopping()`.
+    fn on_hit(&self, ctx: &mut VcpuCtx<'_>, slot: usize) -> Resume;
+}
+
+/// Guest state of a vCPU stopped at a hit.
+pub struct VcpuCtx<'a> {
+    pub index: usize,
+    fd: &'a VcpuFd,
+    mem: &'a GuestMemoryMmap,
+    shared: &'a RunShared,
+}
+
+impl VcpuCtx<'_> {
+    pub fn regs(&self) -> Option<kvm_regs> {
+        self.fd.get_regs().ok()
+    }
+
+    pub fn sregs(&self) -> Option<kvm_sregs> {
+        self.fd.get_sregs().ok()
+    }
+
+    /// Read guest memory at a guest-virtual address through this vCPU's
+    /// page tables (`KVM_TRANSLATE`), page by page.
+    pub fn read_virt(&self, gva: u64, buf: &mut [u8]) -> Option<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let va = gva + done as u64;
+            let t = self.fd.translate_gva(va).ok()?;
+            if t.valid == 0 {
+                return None;
+            }
+            let n = (buf.len() - done).min((0x1000 - (va & 0xfff)) as usize);
+            self.mem.read_slice(&mut buf[done..done + n], GuestAddress(t.physical_address)).ok()?;
+            done += n;
+        }
+        Some(())
+    }
+
+    pub fn read_u64(&self, gva: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read_virt(gva, &mut b)?;
+        Some(u64::from_le_bytes(b))
+    }
+
+    /// Tell the guest it was paused (`KVM_KVMCLOCK_CTRL`): its watchdogs
+    /// then do not count the pause. An SMI would not announce itself.
+    pub fn announce_pause(&self) {
+        let _ = self.fd.kvmclock_ctrl();
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.shared.stopping()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.shared.start.elapsed()
+    }
+}
+
+const DR6_BS: u64 = 1 << 14;
+
+fn dr7_for(bps: &[Option<u64>; 4]) -> u64 {
+    // Global-enable each used slot; R/W = 00 (execute), LEN = 00. GE (bit 9)
+    // as Firecracker sets it.
+    let mut dr7 = 1 << 9;
+    for (i, b) in bps.iter().enumerate() {
+        if b.is_some() {
+            dr7 |= 1 << (2 * i + 1);
+        }
+    }
+    dr7
+}
+
+fn guest_debug(bps: &[Option<u64>; 4], step: bool, block_irq: bool) -> kvm_guest_debug {
+    let mut d = kvm_guest_debug::default();
+    d.control = KVM_GUESTDBG_ENABLE;
+    if step {
+        d.control |= KVM_GUESTDBG_SINGLESTEP;
+    } else {
+        d.control |= KVM_GUESTDBG_USE_HW_BP;
+        for (i, b) in bps.iter().enumerate() {
+            d.arch.debugreg[i] = b.unwrap_or(0);
+        }
+        d.arch.debugreg[7] = dr7_for(bps);
+    }
+    if block_irq {
+        d.control |= KVM_GUESTDBG_BLOCKIRQ;
+    }
+    d
+}
+
+pub struct VcpuRunner {
+    pub index: usize,
+    pub fd: VcpuFd,
+    pub mem: GuestMemoryMmap,
+    pub bus: Arc<PioBus>,
+    pub shared: Arc<RunShared>,
+    pub handler: Option<Arc<dyn DebugHandler>>,
+    pub profile: HostProfile,
+}
+
+impl VcpuRunner {
+    /// Run until the VM stops. Never panics on guest behaviour: every exit
+    /// either continues or ends the run with a reason.
+    pub fn run(mut self) {
+        let bps = self.handler.as_ref().map(|h| h.breakpoints(self.index)).unwrap_or([None; 4]);
+        let armed = bps.iter().any(Option::is_some);
+        if armed {
+            if let Err(e) = self.fd.set_guest_debug(&guest_debug(&bps, false, false)) {
+                self.shared.finish(End::HostError(format!("vCPU {}: set guest debug: {e}", self.index)));
+                return;
+            }
+        }
+        let mut stepping = false;
+        let mut block_irq = false;
+        while !self.shared.stopping() {
+            let exit = match self.fd.run() {
+                Ok(exit) => exit,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.fd.set_kvm_immediate_exit(0);
+                    continue;
+                }
+                Err(e) => {
+                    self.shared.finish(End::HostError(format!("vCPU {}: KVM_RUN: {e}", self.index)));
+                    break;
+                }
+            };
+            match exit {
+                VcpuExit::IoIn(port, data) => self.bus.read(port, data),
+                VcpuExit::IoOut(port, data) => {
+                    if self.bus.write(port, data) == PioEvent::Reset {
+                        self.shared.finish(End::Reset);
+                    }
+                }
+                VcpuExit::MmioRead(addr, data) => {
+                    tracing::debug!(addr, "ignored MMIO read");
+                    data.fill(0xff);
+                }
+                VcpuExit::MmioWrite(addr, _) => tracing::debug!(addr, "ignored MMIO write"),
+                VcpuExit::Debug(arch) => {
+                    if stepping {
+                        // Stepped past the breakpointed instruction: re-arm.
+                        stepping = false;
+                        self.set_debug(guest_debug(&bps, false, block_irq));
+                    } else if let Some(h) = self.handler.clone() {
+                        let slot = (arch.dr6 & 0xf).trailing_zeros() as usize;
+                        if slot > 3 || arch.dr6 & DR6_BS != 0 {
+                            continue;
+                        }
+                        let mut ctx =
+                            VcpuCtx { index: self.index, fd: &self.fd, mem: &self.mem, shared: &self.shared };
+                        let r = h.on_hit(&mut ctx, slot);
+                        block_irq = r.block_irq;
+                        // RFLAGS.RF is ignored on some hosts (kvm_pvm), so step
+                        // over the instruction with the breakpoints off, IRQs
+                        // blocked so the step lands on the next instruction.
+                        stepping = true;
+                        self.set_debug(guest_debug(&bps, true, true));
+                    }
+                }
+                VcpuExit::Shutdown => self.shared.finish(End::TripleFault { vcpu: self.index }),
+                VcpuExit::SystemEvent(kind, _) => {
+                    tracing::debug!(kind, "system event");
+                    self.shared.finish(End::Reset);
+                }
+                VcpuExit::InternalError => self.internal_error(),
+                VcpuExit::FailEntry(reason, cpu) => self.shared.finish(End::HostError(format!(
+                    "vCPU {}: entry failed, hardware reason {reason:#x} on host cpu {cpu}",
+                    self.index
+                ))),
+                VcpuExit::Hlt | VcpuExit::Intr | VcpuExit::IrqWindowOpen => {}
+                other => {
+                    let s = format!("{other:?}");
+                    tracing::debug!(exit = %s, "unhandled exit ignored");
+                }
+            }
+        }
+    }
+
+    fn set_debug(&self, d: kvm_guest_debug) {
+        if let Err(e) = self.fd.set_guest_debug(&d) {
+            self.shared.finish(End::HostError(format!("vCPU {}: set guest debug: {e}", self.index)));
+        }
+    }
+
+    fn internal_error(&mut self) {
+        // kvm-ioctls' InternalError carries no data; the raw kvm_run has the
+        // suberror and, for emulation failures, the instruction bytes.
+        let run = self.fd.get_kvm_run();
+        // SAFETY: exit_reason is KVM_EXIT_INTERNAL_ERROR, so `internal` is
+        // the active member of the union.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+        const FLAG_INSN_BYTES: u64 = 1;
+        let rip = self.fd.get_regs().map(|r| r.rip).unwrap_or(0);
+        if internal.suberror != KVM_INTERNAL_ERROR_EMULATION {
+            self.shared.finish(End::HostError(format!(
+                "vCPU {}: KVM internal error, suberror {} at rip {rip:#x}",
+                self.index, internal.suberror
+            )));
+            return;
+        }
+        let mut bytes = Vec::new();
+        if internal.ndata >= 2 && internal.data[0] & FLAG_INSN_BYTES != 0 {
+            let raw: Vec<u8> = internal.data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+            let n = (raw[0] as usize).min(15);
+            bytes = raw[1..1 + n].to_vec();
+        }
+        if bytes.is_empty() {
+            let mut b = [0u8; 15];
+            let ctx = VcpuCtx { index: self.index, fd: &self.fd, mem: &self.mem, shared: &self.shared };
+            if ctx.read_virt(rip, &mut b).is_some() {
+                bytes = b.to_vec();
+            }
+        }
+        if self.profile.int3_is_emulation_failure && bytes.first() == Some(&0xcc) && self.deliver_int3(rip) {
+            return;
+        }
+        self.shared.finish(End::EmulationFailure { vcpu: self.index, rip, bytes });
+    }
+
+    /// The guest's own `int3` on a host that cannot run it: deliver the #BP
+    /// it would have raised (rip past the 0xCC, trap-style).
+    fn deliver_int3(&mut self, rip: u64) -> bool {
+        let Ok(mut regs) = self.fd.get_regs() else { return false };
+        regs.rip = rip + 1;
+        let Ok(mut ev) = self.fd.get_vcpu_events() else { return false };
+        ev.exception.injected = 1;
+        ev.exception.nr = 3;
+        ev.exception.has_error_code = 0;
+        self.fd.set_regs(&regs).is_ok() && self.fd.set_vcpu_events(&ev).is_ok()
+    }
+}
