@@ -5,6 +5,8 @@
 //! [`devices`], [`host`]) → breakpoints and symbols ([`debug`]) → stall
 //! engine ([`stall`]) → report classifier ([`report`]) → CLI ([`cli`]).
 pub mod arch;
+pub mod boot;
+pub mod cli;
 pub mod debug;
 pub mod devices;
 pub mod host;

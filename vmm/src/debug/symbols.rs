@@ -1,1 +1,508 @@
 //! Guest-kernel symbols and breakpoint sites.
+//!
+//! [`Symbols`] reads a vmlinux: its ELF symbol table (or the `System.map`
+//! beside a stripped one), its code bytes, and, on first need, its DWARF
+//! line tables and type information. Loading only reads the file and the
+//! symbol table; the DWARF context is built by the first query that needs
+//! it, and struct layouts are looked up one type at a time and cached.
+//!
+//! [`Symbols::resolve`] turns a site string into breakpoint addresses. A
+//! raw `func+0x1f` only fits the build it was read from, so besides
+//! `func`, `func+OFF` and `path/file.c:LINE` it accepts instruction
+//! patterns that survive rebuilds (see [`SiteSpec`] for the grammar):
+//!
+//! - `FUNC/call:SYM`: a direct `call` of `SYM` or `SYM.<suffix>`;
+//! - `FUNC/store:STRUCT.MEMBER`: an instruction writing memory at
+//!   `[reg + offsetof(STRUCT, MEMBER)]` (`mov`, `xchg`, `cmpxchg`, `or`, ...);
+//! - `FUNC/load:STRUCT.MEMBER`: one reading it;
+//!
+//! each optionally followed by `#N` (the N-th match, 1-based; without it
+//! several matches are an error that lists them) and `/next` (the
+//! instruction after the match, e.g. "just after the store").
+//!
+//! Locations (`kernel/sched/core.c:3659`) come from the line-table row
+//! covering the address, relative to the build directory. For inlined code
+//! that is the innermost inlined source line, i.e. the statement the
+//! instruction implements, not the call site in the outer function.
+
+mod dwarf;
+mod elf;
+mod insn;
+mod site;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use iced_x86::{Instruction, InstructionInfoFactory};
+use serde::Serialize;
+
+pub use site::{Pattern, SiteSpec};
+
+use dwarf::{Dwarf, MemberError};
+use elf::{Image, Sym};
+use insn::Access;
+
+/// Symbols, code and debug info of one guest kernel image.
+pub struct Symbols {
+    path: PathBuf,
+    image: Image,
+    /// Built on first use; the error is kept so that every later query
+    /// reports it instead of retrying a slow failure. The mutex is there
+    /// because the addr2line context caches lazily and is not `Sync`.
+    dwarf: OnceLock<Result<Mutex<Dwarf>, String>>,
+    members: Mutex<HashMap<(String, String), u64>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Elf { path: PathBuf, reason: String },
+    #[error("the ELF has no symbol table, and {map} cannot stand in for it: {reason}")]
+    NoSymbols { map: PathBuf, reason: String },
+    #[error("{path}:{line}: {reason}")]
+    SystemMap {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("no function named `{0}`")]
+    NoFunction(String),
+    #[error("`{name}` is ambiguous: {}", .candidates.join(", "))]
+    Ambiguous {
+        name: String,
+        candidates: Vec<String>,
+    },
+    #[error("no code bytes for {name} at {addr:#x} in the ELF's executable sections")]
+    NoCode { name: String, addr: u64 },
+    #[error("no usable DWARF in the vmlinux: {0}")]
+    NoDwarf(String),
+    #[error("DWARF: {0}")]
+    Dwarf(String),
+    #[error("no struct or union named `{0}` in the DWARF")]
+    NoType(String),
+    #[error("`{ty}` has no member `{member}`")]
+    NoMember { ty: String, member: String },
+    #[error("cannot resolve site `{site}`: {reason}")]
+    Site { site: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Function {
+    pub name: String,
+    pub addr: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Site {
+    pub addr: u64,
+    pub function: String,
+    pub offset: u64,
+    /// `kernel/sched/core.c:3659`, when the DWARF covers the address.
+    pub location: Option<String>,
+    /// The instruction at `addr`, gas syntax.
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Insn {
+    pub addr: u64,
+    /// From the start of the function.
+    pub offset: u64,
+    pub len: usize,
+    pub text: String,
+    pub location: Option<String>,
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:#x} {}+{:#x} ({}) {}",
+            self.addr,
+            self.function,
+            self.offset,
+            self.text,
+            self.location.as_deref().unwrap_or("?")
+        )
+    }
+}
+
+impl fmt::Debug for Symbols {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Symbols")
+            .field("path", &self.path)
+            .field("symbols", &self.image.syms.len())
+            .field("symbol_source", &self.image.symbol_source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A decoded instruction with what the pattern tests need.
+struct Decoded {
+    instr: Instruction,
+    insn: Insn,
+}
+
+impl Symbols {
+    /// Reads `vmlinux` and its symbol table; DWARF is left for later.
+    pub fn load(vmlinux: &Path) -> Result<Self, Error> {
+        Ok(Symbols {
+            path: vmlinux.to_path_buf(),
+            image: Image::load(vmlinux)?,
+            dwarf: OnceLock::new(),
+            members: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The function `name`, or the unique compiler clone `name.<suffix>`
+    /// (`ttwu_do_wakeup` → `ttwu_do_wakeup.constprop.0`). `.cold` parts are
+    /// never picked by the short name: they are not entry points.
+    pub fn function(&self, name: &str) -> Result<Function, Error> {
+        let text = |i: &usize| self.image.syms[*i].text;
+        let mut exact: Vec<&Sym> = self
+            .image
+            .by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|i| text(i))
+            .map(|&i| &self.image.syms[i])
+            .collect();
+        exact.dedup_by_key(|s| s.addr);
+        match exact.as_slice() {
+            [s] => return Ok(to_function(s)),
+            [] => {}
+            many => {
+                return Err(Error::Ambiguous {
+                    name: name.to_string(),
+                    candidates: many.iter().map(|s| self.describe(s)).collect(),
+                })
+            }
+        }
+        let prefix = format!("{name}.");
+        let clones: Vec<&Sym> = self
+            .image
+            .by_name
+            .range(prefix.clone()..)
+            .take_while(|(n, _)| n.starts_with(&prefix))
+            .filter(|(n, _)| !n[prefix.len()..].split('.').any(|part| part == "cold"))
+            .flat_map(|(_, idx)| idx.iter().filter(|i| text(i)).map(|&i| &self.image.syms[i]))
+            .collect();
+        match clones.as_slice() {
+            [s] => Ok(to_function(s)),
+            [] => Err(Error::NoFunction(name.to_string())),
+            many => Err(Error::Ambiguous {
+                name: name.to_string(),
+                candidates: many.iter().map(|s| self.describe(s)).collect(),
+            }),
+        }
+    }
+
+    fn describe(&self, s: &Sym) -> String {
+        match self.location(s.addr) {
+            Some(loc) => format!("{}@{:#x} ({loc})", s.name, s.addr),
+            None => format!("{}@{:#x}", s.name, s.addr),
+        }
+    }
+
+    /// Address of any symbol, data and per-cpu ones included (a per-cpu
+    /// variable's address is its offset in the per-cpu area). A global wins
+    /// over same-named locals; else a unique `name.<suffix>` clone.
+    pub fn symbol_addr(&self, name: &str) -> Option<u64> {
+        if let Some(idx) = self.image.by_name.get(name) {
+            let syms = idx.iter().map(|&i| &self.image.syms[i]);
+            return syms.clone().find(|s| s.global).or_else(|| syms.clone().next()).map(|s| s.addr);
+        }
+        let prefix = format!("{name}.");
+        let mut clones = self
+            .image
+            .by_name
+            .range(prefix.clone()..)
+            .take_while(|(n, _)| n.starts_with(&prefix))
+            .flat_map(|(_, idx)| idx.iter().map(|&i| self.image.syms[i].addr))
+            .collect::<BTreeSet<u64>>()
+            .into_iter();
+        match (clones.next(), clones.next()) {
+            (Some(addr), None) => Some(addr),
+            _ => None,
+        }
+    }
+
+    /// The function containing `addr` and the offset into it.
+    pub fn symbolize(&self, addr: u64) -> Option<(String, u64)> {
+        self.image.function_at(addr).map(|s| (s.name.clone(), addr - s.addr))
+    }
+
+    /// The function's instructions, each with its source line when the
+    /// DWARF has one (innermost inlined location; see the module docs).
+    pub fn disasm(&self, f: &Function) -> Result<Vec<Insn>, Error> {
+        Ok(self.decode(f)?.into_iter().map(|d| d.insn).collect())
+    }
+
+    fn decode(&self, f: &Function) -> Result<Vec<Decoded>, Error> {
+        let bytes = self.image.code(f.addr, f.size).ok_or_else(|| Error::NoCode {
+            name: f.name.clone(),
+            addr: f.addr,
+        })?;
+        let dwarf = self.dwarf().ok();
+        let mut text = insn::Text::new();
+        Ok(insn::decode(bytes, f.addr)
+            .into_iter()
+            .map(|instr| Decoded {
+                insn: Insn {
+                    addr: instr.ip(),
+                    offset: instr.ip() - f.addr,
+                    len: instr.len(),
+                    text: text.format(&instr, &self.image),
+                    location: dwarf.as_ref().and_then(|d| d.location(instr.ip())),
+                },
+                instr,
+            })
+            .collect())
+    }
+
+    /// Breakpoint addresses for a site string (see the module docs). Only a
+    /// `file:line` site can yield several; the others yield exactly one.
+    pub fn resolve(&self, site: &str) -> Result<Vec<Site>, Error> {
+        let fail = |reason: String| Error::Site {
+            site: site.trim().to_string(),
+            reason,
+        };
+        match SiteSpec::parse(site).map_err(fail)? {
+            SiteSpec::Function { name, offset } => {
+                let f = self.function(&name)?;
+                let off = offset.unwrap_or(0);
+                if off >= f.size {
+                    return Err(fail(format!(
+                        "{}+{off:#x} is outside the function (size {:#x})",
+                        f.name, f.size
+                    )));
+                }
+                let insns = self.decode(&f)?;
+                let at = insns.iter().find(|d| off < d.insn.offset + d.insn.len as u64);
+                match at {
+                    Some(d) if d.insn.offset == off => Ok(vec![to_site(&f, &d.insn)]),
+                    Some(d) => Err(fail(format!(
+                        "{}+{off:#x} is inside the instruction at +{:#x} ({})",
+                        f.name, d.insn.offset, d.insn.text
+                    ))),
+                    None => Err(fail(format!("nothing decodes at {}+{off:#x}", f.name))),
+                }
+            }
+            SiteSpec::Line { file, line } => self.resolve_line(&file, line).map_err(fail),
+            SiteSpec::Pattern {
+                function,
+                pattern,
+                nth,
+                next,
+            } => {
+                let f = self.function(&function)?;
+                let insns = self.decode(&f)?;
+                let matching = self.matches(&insns, &pattern)?;
+                let list = |idx: &[usize]| {
+                    idx.iter()
+                        .enumerate()
+                        .map(|(k, &i)| format!("#{} +{:#x} ({})", k + 1, insns[i].insn.offset, insns[i].insn.text))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let chosen = match (nth, matching.len()) {
+                    (_, 0) => {
+                        return Err(fail(match &pattern {
+                            Pattern::Call { target } => format!("{} has no direct call of {target}", f.name),
+                            Pattern::Store { ty, member } | Pattern::Load { ty, member } => format!(
+                                "no instruction in {} {} memory at [reg+{:#x}] (offsetof({ty}, {member}))",
+                                f.name,
+                                if matches!(pattern, Pattern::Store { .. }) { "writes" } else { "reads" },
+                                self.member_offset(ty, member)?
+                            ),
+                        }))
+                    }
+                    (None, 1) => matching[0],
+                    (None, n) => {
+                        return Err(fail(format!(
+                            "{n} instructions match, pick one with #N: {}",
+                            list(&matching)
+                        )))
+                    }
+                    (Some(k), n) if k > n => {
+                        return Err(fail(format!("#{k} asked for, but only {n} match: {}", list(&matching))))
+                    }
+                    (Some(k), _) => matching[k - 1],
+                };
+                let i = if next { chosen + 1 } else { chosen };
+                let d = insns.get(i).ok_or_else(|| {
+                    fail(format!(
+                        "the match at +{:#x} is the last instruction of {}; there is no /next",
+                        insns[chosen].insn.offset, f.name
+                    ))
+                })?;
+                Ok(vec![to_site(&f, &d.insn)])
+            }
+        }
+    }
+
+    fn matches(&self, insns: &[Decoded], pattern: &Pattern) -> Result<Vec<usize>, Error> {
+        let hits = |pred: &mut dyn FnMut(&Instruction) -> bool| {
+            insns
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| pred(&d.instr))
+                .map(|(i, _)| i)
+                .collect::<Vec<_>>()
+        };
+        Ok(match pattern {
+            Pattern::Call { target } => {
+                let clone = format!("{target}.");
+                hits(&mut |instr| {
+                    insn::call_target(instr).is_some_and(|to| {
+                        self.image.syms[self.image.at(to)]
+                            .iter()
+                            .any(|s| s.name == *target || s.name.starts_with(&clone))
+                    })
+                })
+            }
+            Pattern::Store { ty, member } | Pattern::Load { ty, member } => {
+                let off = self.member_offset(ty, member)?;
+                let access = if matches!(pattern, Pattern::Store { .. }) {
+                    Access::Write
+                } else {
+                    Access::Read
+                };
+                let mut factory = InstructionInfoFactory::new();
+                hits(&mut |instr| insn::accesses_member(&mut factory, instr, off, access))
+            }
+        })
+    }
+
+    fn resolve_line(&self, file: &str, line: u64) -> Result<Vec<Site>, String> {
+        let dwarf = self.dwarf().map_err(|e| e.to_string())?;
+        let Some(found) = dwarf.line_addresses(file, line)? else {
+            return Err(format!("no file matching `{file}` in the DWARF line tables"));
+        };
+        drop(dwarf);
+        // A short path like `core.c` may match several files; only those
+        // with code at this line count, so it resolves when just one does.
+        let found: Vec<_> = found
+            .into_iter()
+            .map(|m| {
+                let addrs: Vec<u64> = m.addrs.into_iter().filter(|&a| self.symbolize(a).is_some()).collect();
+                (m.file, addrs)
+            })
+            .filter(|(_, addrs)| !addrs.is_empty())
+            .collect();
+        let (path, addrs) = match found.as_slice() {
+            [] => {
+                return Err(format!(
+                    "no statement of {file}:{line} in the line tables (no code there, or optimized away)"
+                ))
+            }
+            [one] => one,
+            many => {
+                let files: Vec<&str> = many.iter().map(|(f, _)| f.as_str()).collect();
+                return Err(format!(
+                    "`{file}` matches several files with code at line {line}: {}",
+                    files.join(", ")
+                ));
+            }
+        };
+        let mut decoded: HashMap<u64, (Function, Vec<Insn>)> = HashMap::new();
+        let mut sites = Vec::new();
+        for &addr in addrs {
+            let (name, _) = self.symbolize(addr).ok_or_else(|| format!("{addr:#x} is in no function"))?;
+            let f = self.function_exact(&name, addr).ok_or_else(|| format!("{addr:#x}: no function {name}"))?;
+            if !decoded.contains_key(&f.addr) {
+                let insns = self.disasm(&f).map_err(|e| e.to_string())?;
+                decoded.insert(f.addr, (f.clone(), insns));
+            }
+            let (f, insns) = &decoded[&f.addr];
+            let insn = insns.iter().find(|i| i.addr == addr).ok_or_else(|| {
+                format!(
+                    "{path}:{line} starts at {addr:#x} ({}+{:#x}), which is not an instruction boundary",
+                    f.name,
+                    addr - f.addr
+                )
+            })?;
+            sites.push(to_site(f, insn));
+        }
+        Ok(sites)
+    }
+
+    /// The symbol `symbolize` chose for `addr`, as a [`Function`]; going
+    /// by name again could hit a same-named static elsewhere.
+    fn function_exact(&self, name: &str, addr: u64) -> Option<Function> {
+        self.image.function_at(addr).filter(|s| s.name == name).map(to_function)
+    }
+
+    /// Byte offset of `member` in struct/union `type_name`, from DWARF.
+    /// `member` may be a path (`se.on_rq`); members of anonymous structs
+    /// and unions are found as if they were direct members.
+    pub fn member_offset(&self, type_name: &str, member: &str) -> Result<u64, Error> {
+        let ty = type_name.strip_prefix("struct ").unwrap_or(type_name).trim();
+        let key = (ty.to_string(), member.to_string());
+        if let Some(&off) = self.members.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(off);
+        }
+        let off = self.dwarf()?.member_offset(ty, member).map_err(|e| match e {
+            MemberError::NoType(t) => Error::NoType(t),
+            MemberError::NoMember { ty, member } => Error::NoMember { ty, member },
+            MemberError::Dwarf(e) => Error::Dwarf(e),
+        })?;
+        self.members.lock().unwrap_or_else(|e| e.into_inner()).insert(key, off);
+        Ok(off)
+    }
+
+    fn dwarf(&self) -> Result<MutexGuard<'_, Dwarf>, Error> {
+        match self.dwarf.get_or_init(|| Dwarf::load(&self.image.data).map(Mutex::new)) {
+            Ok(d) => Ok(d.lock().unwrap_or_else(|e| e.into_inner())),
+            Err(e) => Err(Error::NoDwarf(e.clone())),
+        }
+    }
+
+    fn location(&self, addr: u64) -> Option<String> {
+        self.dwarf().ok()?.location(addr)
+    }
+}
+
+fn to_function(s: &Sym) -> Function {
+    Function {
+        name: s.name.clone(),
+        addr: s.addr,
+        size: s.size,
+    }
+}
+
+fn to_site(f: &Function, insn: &Insn) -> Site {
+    Site {
+        addr: insn.addr,
+        function: f.name.clone(),
+        offset: insn.offset,
+        location: insn.location.clone(),
+        text: insn.text.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbols_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Symbols>();
+        check::<Error>();
+    }
+}

@@ -14,11 +14,15 @@ pub(super) struct Oops {
     pub formats: Vec<Format>,
     /// Lines that contain the header but are not crashes.
     pub suppressions: Vec<Regex>,
+    /// For headers too common in ordinary text: the line must match this.
+    pub shape: Option<Regex>,
 }
 
 impl Oops {
     pub fn matches(&self, line: &str) -> bool {
-        line.contains(self.header) && !self.suppressions.iter().any(|s| s.is_match(line))
+        line.contains(self.header)
+            && self.shape.as_ref().is_none_or(|r| r.is_match(line))
+            && !self.suppressions.iter().any(|s| s.is_match(line))
     }
 }
 
@@ -70,6 +74,7 @@ fn oops(header: &'static str, formats: Vec<Format>, suppressions: &[&str]) -> Oo
         header,
         formats,
         suppressions: suppressions.iter().map(|s| compile(s)).collect(),
+        shape: None,
     }
 }
 
@@ -110,8 +115,12 @@ fn build() -> Vec<Oops> {
         ])
         .skip(skip)
     };
-    let kfence_stack =
-        || StackFmt::new(vec![line(r"BUG: KFENCE: (?:[a-z\- ]+) in {{FUNC}}"), Part::Trace]);
+    let kfence_stack = || {
+        StackFmt::new(vec![
+            line(r"BUG: KFENCE: (?:[a-z\- ]+) in {{FUNC}}"),
+            Part::Trace,
+        ])
+    };
     let mut v = Vec::new();
     v.push(oops(
         "BUG:",
@@ -390,7 +399,9 @@ fn build() -> Vec<Oops> {
             f("INFO: inconsistent lock state", "inconsistent lock state in %[1]v")
                 .report(&info_lockdep("inconsistent lock state", "takes")),
             f(
-                "INFO: rcu_(?:preempt|sched|bh) (?:self-)?detected(?: expedited)? stall",
+                // rcu_tasks* flavours report stalled tasks, not CPUs, but
+                // it is the same class of bug.
+                "INFO: rcu_(?:preempt|sched|bh|tasks[a-z_]*) (?:self-)?detected(?: expedited)? stalls?",
                 "INFO: rcu detected stall in %[1]v",
             )
             .stack(
@@ -404,7 +415,8 @@ fn build() -> Vec<Oops> {
             f("INFO: suspicious RCU usage", "INFO: suspicious RCU usage in %[2]v")
                 .report(r"INFO: suspicious RCU usage(?:.*\n)+?.*?{{SRC}}")
                 .stack(trace().skip(&["rcu", "kmem", "slab"])),
-            f("INFO: task .* blocked for more than [0-9]+ seconds", "INFO: task hung in %[1]v")
+            // Since 6.16 tasks in D state waiting for I/O are told apart.
+            f("INFO: task .* blocked (?:in I/O wait )?for more than [0-9]+ seconds", "INFO: task hung in %[1]v")
                 .stack(trace().extractor(Extractor::Hang)),
             f("INFO: task .* can't die for more than .* seconds", "INFO: task can't die in %[1]v")
                 .stack(trace().skip(&["schedule"])),
@@ -435,7 +447,11 @@ fn build() -> Vec<Oops> {
     ));
     v.push(oops(
         "general protection fault",
-        vec![f("general protection fault.*:", "general protection fault in %[1]v").stack(rip_trace())],
+        vec![f(
+            "general protection fault.*:",
+            "general protection fault in %[1]v",
+        )
+        .stack(rip_trace())],
         // User-space segfault notices.
         &[r"general protection fault .* error:\d+ in "],
     ));
@@ -488,17 +504,29 @@ fn build() -> Vec<Oops> {
     v.push(oops(
         "kernel BUG",
         vec![
-            f("kernel BUG at mm/usercopy.c", "BUG: bad usercopy in %[1]v").stack(trace().skip(&["usercopy", "__check"])),
-            f("kernel BUG at lib/list_debug.c", "BUG: corrupted list in %[1]v").stack(trace()),
+            f("kernel BUG at mm/usercopy.c", "BUG: bad usercopy in %[1]v")
+                .stack(trace().skip(&["usercopy", "__check"])),
+            f(
+                "kernel BUG at lib/list_debug.c",
+                "BUG: corrupted list in %[1]v",
+            )
+            .stack(trace()),
             // skb helpers BUG_ON bad arguments; the caller passed them.
             f("kernel BUG at (.*)", "kernel BUG in %[2]v").stack(rip_trace().skip(&["^skb_"])),
         ],
         &[],
     ));
-    v.push(oops("Kernel BUG", vec![f("Kernel BUG (.*)", "kernel BUG %[1]v")], &[]));
+    v.push(oops(
+        "Kernel BUG",
+        vec![f("Kernel BUG (.*)", "kernel BUG %[1]v")],
+        &[],
+    ));
     v.push(oops(
         "BUG kmalloc-",
-        vec![f("BUG kmalloc-.*: Object already free", "BUG: Object already free")],
+        vec![f(
+            "BUG kmalloc-.*: Object already free",
+            "BUG: Object already free",
+        )],
         &[],
     ));
     v.push(oops(
@@ -523,8 +551,11 @@ fn build() -> Vec<Oops> {
             f("UBSAN:", "UBSAN: undefined-behaviour in %[1]v")
                 .report("UBSAN: Undefined behaviour in")
                 .stack(trace().skip(&["ubsan", "overflow"])),
-            f("UBSAN: array-index-out-of-bounds in", "UBSAN: array-index-out-of-bounds in %[1]v")
-                .stack(trace().skip(&["ubsan", "overflow"])),
+            f(
+                "UBSAN: array-index-out-of-bounds in",
+                "UBSAN: array-index-out-of-bounds in %[1]v",
+            )
+            .stack(trace().skip(&["ubsan", "overflow"])),
             f("UBSAN:", "UBSAN: %[1]v in %[2]v")
                 .report("UBSAN: (.*?) in")
                 .stack(trace().skip(&["ubsan", "overflow"])),
@@ -548,12 +579,20 @@ fn build() -> Vec<Oops> {
     ));
     v.push(oops(
         "VFS: Close: file count is 0",
-        vec![f("VFS: Close: file count is 0", "VFS: Close: file count is zero (use-after-free)").no_trace()],
+        vec![f(
+            "VFS: Close: file count is 0",
+            "VFS: Close: file count is zero (use-after-free)",
+        )
+        .no_trace()],
         &[],
     ));
     v.push(oops(
         "VFS: Busy inodes after unmount",
-        vec![f("VFS: Busy inodes after unmount", "VFS: Busy inodes after unmount (use-after-free)").no_trace()],
+        vec![f(
+            "VFS: Busy inodes after unmount",
+            "VFS: Busy inodes after unmount (use-after-free)",
+        )
+        .no_trace()],
         &[],
     ));
     v.push(oops(
@@ -574,11 +613,20 @@ fn build() -> Vec<Oops> {
     v.push(oops(
         "trusty: panic",
         vec![
-            f("trusty: panic.* ASSERT FAILED", "trusty: ASSERT FAILED: %[1]v")
-                .report(r"trusty: panic \(.*?\):(?: DEBUG)? ASSERT FAILED at \(.*?\): (.+)")
+            f(
+                "trusty: panic.* ASSERT FAILED",
+                "trusty: ASSERT FAILED: %[1]v",
+            )
+            .report(r"trusty: panic \(.*?\):(?: DEBUG)? ASSERT FAILED at \(.*?\): (.+)")
+            .no_trace(),
+            f(
+                "trusty: panic.* ASSERT FAILED.*: *(.*)",
+                "trusty: ASSERT FAILED: %[1]v",
+            )
+            .corrupted(),
+            f("trusty: panic", "trusty: panic: %[1]v")
+                .report(r"trusty: panic \(.*?\): (.+)")
                 .no_trace(),
-            f("trusty: panic.* ASSERT FAILED.*: *(.*)", "trusty: ASSERT FAILED: %[1]v").corrupted(),
-            f("trusty: panic", "trusty: panic: %[1]v").report(r"trusty: panic \(.*?\): (.+)").no_trace(),
         ],
         &[],
     ));
@@ -587,14 +635,37 @@ fn build() -> Vec<Oops> {
         vec![f("fatal error:", "go runtime error").no_trace()],
         &["ALSA", "fatal error: cannot create timer"],
     ));
+    // A bare die() header whose more specific first line was lost or is
+    // unknown; matched last so any specific header on the line wins.
+    // die() always numbers the oops ("[#1]"), user-space "Oops:" does not.
+    let mut bare = oops(
+        "Oops:",
+        vec![f("Oops: ", "Oops in %[1]v").stack(rip_trace())],
+        &[],
+    );
+    bare.shape = Some(compile(r"Oops: .*\[#[0-9]+\]"));
+    v.push(bare);
     // Messages of the fuzzer's own user-space parts.
-    v.push(oops("SYZFAIL:", vec![f("SYZFAIL:(.*)", "SYZFAIL:%[1]v").no_trace()], &[]));
-    v.push(oops("SYZFATAL:", vec![f("SYZFATAL:(.*)", "SYZFATAL:%[1]v").no_trace()], &[]));
+    v.push(oops(
+        "SYZFAIL:",
+        vec![f("SYZFAIL:(.*)", "SYZFAIL:%[1]v").no_trace()],
+        &[],
+    ));
+    v.push(oops(
+        "SYZFATAL:",
+        vec![f("SYZFATAL:(.*)", "SYZFATAL:%[1]v").no_trace()],
+        &[],
+    ));
     v.push(oops(
         "panic:",
         vec![f("panic:(.*)", "panic:%[1]v").no_trace()],
         // skb_panic() and friends, and boot chatter of some boards.
-        &["_panic:", "xlog_status:", r"ddb\.onpanic:", "evtlog_status:"],
+        &[
+            "_panic:",
+            "xlog_status:",
+            r"ddb\.onpanic:",
+            "evtlog_status:",
+        ],
     ));
     v
 }

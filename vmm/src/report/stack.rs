@@ -499,6 +499,8 @@ const SKIP: &[&str] = &[
     "__mod_timer",
     "fast_dput",
     "dput",
+    // Warns about the state of a buffer the caller handed in.
+    "^mark_buffer_dirty$",
 ];
 
 fn skip_regex(extra: &[&str]) -> Regex {
@@ -606,9 +608,14 @@ fn hang_frame(frames: &[&str]) -> Option<String> {
         if frame.contains("rtnl_lock") {
             return Some(frame.to_string());
         }
-        if ["synchronize_rcu", "synchronize_srcu", "synchronize_net", "synchronize_sched"]
-            .iter()
-            .any(|a| frame.contains(a))
+        if [
+            "synchronize_rcu",
+            "synchronize_srcu",
+            "synchronize_net",
+            "synchronize_sched",
+        ]
+        .iter()
+        .any(|a| frame.contains(a))
         {
             return Some("synchronize_rcu".to_string());
         }

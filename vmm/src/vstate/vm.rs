@@ -2,7 +2,7 @@
 use crate::arch::x86_64::regs;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
-use vm_memory::{GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -16,7 +16,7 @@ pub enum Error {
     Config(String),
 }
 
-fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
     move |err| Error::Kvm { what, err }
 }
 
@@ -44,7 +44,7 @@ impl Vm {
             return Err(Error::Config(format!("{} MiB of memory (64..=1024 supported)", cfg.mem_mib)));
         }
         let kvm = Kvm::new().map_err(Error::OpenKvm)?;
-        let fd = kvm.create_vm().map_err(kvm("create VM"))?;
+        let fd = kvm.create_vm().map_err(kvm_err("create VM"))?;
         let size = cfg.mem_mib << 20;
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)])
             .map_err(|e| Error::Memory(cfg.mem_mib, e.to_string()))?;
@@ -58,20 +58,20 @@ impl Vm {
             };
             // SAFETY: the region stays mapped for as long as the VM lives
             // (both are owned by this struct, memory dropped after fd).
-            unsafe { fd.set_user_memory_region(r) }.map_err(kvm("set memory region"))?;
+            unsafe { fd.set_user_memory_region(r) }.map_err(kvm_err("set memory region"))?;
         }
-        fd.set_tss_address(0xfffb_d000).map_err(kvm("set TSS address"))?;
-        fd.create_irq_chip().map_err(kvm("create irqchip"))?;
+        fd.set_tss_address(0xfffb_d000).map_err(kvm_err("set TSS address"))?;
+        fd.create_irq_chip().map_err(kvm_err("create irqchip"))?;
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-        fd.create_pit2(pit).map_err(kvm("create PIT"))?;
+        fd.create_pit2(pit).map_err(kvm_err("create PIT"))?;
 
-        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm("get CPUID"))?;
+        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get CPUID"))?;
         let mut vcpus = Vec::with_capacity(cfg.vcpus);
         for i in 0..cfg.vcpus {
-            let v = fd.create_vcpu(i as u64).map_err(kvm("create vCPU"))?;
-            regs::setup_cpuid(&v, &supported, i as u8, cfg.vcpus as u8).map_err(kvm("set CPUID"))?;
-            regs::setup_msrs(&v).map_err(kvm("set MSRs"))?;
-            regs::setup_lint(&v).map_err(kvm("set LAPIC LINT"))?;
+            let v = fd.create_vcpu(i as u64).map_err(kvm_err("create vCPU"))?;
+            regs::setup_cpuid(&v, &supported, i as u8, cfg.vcpus as u8).map_err(kvm_err("set CPUID"))?;
+            regs::setup_msrs(&v).map_err(kvm_err("set MSRs"))?;
+            regs::setup_lint(&v).map_err(kvm_err("set LAPIC LINT"))?;
             vcpus.push(v);
         }
         Ok(Self { kvm, fd, mem, vcpus })

@@ -67,7 +67,7 @@ pub fn write_zero_page(
         (0x10_0000, mem_size - 0x10_0000, 1u32),
     ];
     for (i, (addr, size, type_)) in e820.iter().enumerate() {
-        p.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, type_: *type_ };
+        p.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: *type_ };
     }
     p.e820_entries = e820.len() as u8;
     // SAFETY: boot_params is a plain C struct; viewing it as bytes is sound.

@@ -54,7 +54,7 @@ const EFER_LMA: u64 = 1 << 10;
 
 /// Long mode with the boot page tables; only the BSP needs it (APs start
 /// through INIT/SIPI, which KVM handles in the kernel).
-pub fn setup_long_mode(vcpu: &VcpuFd, entry: u64) -> kvm_ioctls::Result<()> {
+pub fn setup_long_mode(vcpu: &VcpuFd, entry: u64) -> Result<(), kvm_ioctls::Error> {
     let mut sregs: kvm_sregs = vcpu.get_sregs()?;
     let code = segment(2);
     let data = segment(3);
@@ -93,7 +93,7 @@ pub fn setup_long_mode(vcpu: &VcpuFd, entry: u64) -> kvm_ioctls::Result<()> {
 /// The few MSRs a kernel expects sane at entry: fast strings on, MTRRs
 /// default write-back. Not every MSR KVM lists can be set on every host
 /// (kvm_pvm refuses some), so only these.
-pub fn setup_msrs(vcpu: &VcpuFd) -> kvm_ioctls::Result<()> {
+pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
     const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
     const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
     let entries = [
@@ -105,7 +105,7 @@ pub fn setup_msrs(vcpu: &VcpuFd) -> kvm_ioctls::Result<()> {
 }
 
 /// LINT0 = ExtINT, LINT1 = NMI, as the MP table declares.
-pub fn setup_lint(vcpu: &VcpuFd) -> kvm_ioctls::Result<()> {
+pub fn setup_lint(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
     const APIC_LVT0: usize = 0x350;
     const APIC_LVT1: usize = 0x360;
     const MODE_EXTINT: u32 = 7;
@@ -125,7 +125,7 @@ pub fn setup_lint(vcpu: &VcpuFd) -> kvm_ioctls::Result<()> {
 }
 
 /// KVM's supported CPUID with this vCPU's APIC ID in leaves 1 and 0xb.
-pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, apic_id: u8, num_cpus: u8) -> kvm_ioctls::Result<()> {
+pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, apic_id: u8, num_cpus: u8) -> Result<(), kvm_ioctls::Error> {
     let mut cpuid = supported.clone();
     for e in cpuid.as_mut_slice() {
         match e.function {

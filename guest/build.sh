@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build everything the guest needs:
+#   - the static guest programs (init, workloads) into target/guest/;
+#   - both kernel variants (guest/kernel/build.sh, cached by input hash).
+# The VMM packs the initramfs from the programs at run time.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(dirname "$here")
+# crt-static only for the guest target: with --target, RUSTFLAGS do not
+# reach host build scripts or proc macros.
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
+    -p preemptor-guest --target x86_64-unknown-linux-gnu \
+    --manifest-path "$root/Cargo.toml" --target-dir "$root/target/guest"
+bash "$here/kernel/build.sh"

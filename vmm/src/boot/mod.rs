@@ -1,0 +1,198 @@
+//! Boot a guest and run it to its end: load the kernel and initramfs, write
+//! the boot structures, start one thread per vCPU, wait for a reset, a
+//! fault, the timeout or Ctrl-C, then stop and join every vCPU.
+pub mod artifacts;
+pub mod verdict;
+
+use crate::arch::x86_64::{self as arch, layout};
+use crate::devices::{Console, ConsoleConfig, PioBus, SerialDevice};
+use crate::host::HostProfile;
+use crate::vstate::vcpu::VcpuRunner;
+use crate::vstate::{vm, DebugHandler, End, RunShared, Vm, VmConfig};
+pub use artifacts::{Kernel, KernelFormat};
+use linux_loader::cmdline::Cmdline;
+use linux_loader::loader::{bzimage::BzImage, elf::Elf, load_cmdline, KernelLoader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::Error),
+    #[error("cannot load kernel '{0}': {1}")]
+    Load(String, String),
+    #[error("kernel command line: {0}")]
+    Cmdline(String),
+    #[error("boot setup: {0}")]
+    Arch(#[from] arch::Error),
+    #[error("console: {0}")]
+    Console(std::io::Error),
+    #[error("cannot start vCPU thread: {0}")]
+    Thread(std::io::Error),
+    #[error("host setup: {0}")]
+    Host(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    pub kernel: Kernel,
+    pub initramfs: Arc<Vec<u8>>,
+    /// The complete guest command line (see [`cmdline`]).
+    pub cmdline: String,
+    pub vm: VmConfig,
+    pub timeout: Duration,
+    pub console: ConsoleConfig,
+}
+
+/// What every guest gets: ttyS0 console; restart on panic and on init's
+/// reboot through the i8042 (`reboot=k`, the VMM's clean end); no rodata
+/// pass (it poisons freed pages byte by byte: ~28 s under emulation);
+/// warnings and worse on the console only (each UART byte is an exit).
+const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 rodata=off loglevel=5";
+
+/// The guest command line for a workload on this host.
+pub fn cmdline(profile: &HostProfile, workload: &str, args: &[String], extra: &str) -> String {
+    let mut c = format!("{BASE_CMDLINE} preemptor.workload={workload}");
+    if !args.is_empty() {
+        c.push_str(&format!(" preemptor.args={}", args.join(",")));
+    }
+    for part in [profile.extra_cmdline, extra] {
+        if !part.trim().is_empty() {
+            c.push(' ');
+            c.push_str(part.trim());
+        }
+    }
+    c
+}
+
+pub struct RunOutput {
+    pub end: End,
+    pub console: Console,
+    pub elapsed: Duration,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_signal_handlers() -> Result<(), Error> {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut res = Ok(());
+    ONCE.call_once(|| {
+        // A signal that interrupts KVM_RUN (EINTR) is how a running vCPU is
+        // made to look at the stop flag.
+        res = register_signal_handler(SIGRTMIN(), on_kick)
+            .and_then(|_| register_signal_handler(libc::SIGINT, on_sigint))
+            .map_err(|e| Error::Host(format!("signal handlers: {e}")));
+    });
+    res
+}
+
+fn load_kernel(vm: &Vm, k: &Kernel) -> Result<(u64, Option<linux_loader::loader::bootparam::setup_header>), Error> {
+    let mut f = std::fs::File::open(&k.path).map_err(|e| Error::Load(k.path.display().to_string(), e.to_string()))?;
+    let load_err = |e: linux_loader::loader::Error| Error::Load(k.path.display().to_string(), e.to_string());
+    let himem = Some(GuestAddress(layout::HIMEM_START));
+    match k.format {
+        // vmlinux's ELF entry is startup_64 (physical): the 64-bit entry.
+        KernelFormat::Elf => Elf::load(&vm.mem, None, &mut f, himem).map(|r| (r.kernel_load.0, None)).map_err(load_err),
+        // bzImage: protected-mode code at 1 MiB, 64-bit entry at +0x200.
+        KernelFormat::BzImage => BzImage::load(&vm.mem, None, &mut f, himem)
+            .map(|r| (r.kernel_load.0 + 0x200, r.setup_header))
+            .map_err(load_err),
+    }
+}
+
+/// Boot and run the guest until it ends. `handler` receives breakpoint hits.
+pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn DebugHandler>>) -> Result<RunOutput, Error> {
+    install_signal_handlers()?;
+    let start = Instant::now();
+    let mut vm = Vm::new(&cfg.vm)?;
+    let mem_size = cfg.vm.mem_mib << 20;
+
+    let (entry, setup_header) = load_kernel(&vm, &cfg.kernel)?;
+    let initrd_addr = arch::initrd_address(mem_size, cfg.initramfs.len())?;
+    vm.mem
+        .write_slice(&cfg.initramfs, GuestAddress(initrd_addr))
+        .map_err(|_| arch::Error::Memory(initrd_addr))?;
+    let mut cl = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
+    cl.insert_str(&cfg.cmdline).map_err(|e| Error::Cmdline(e.to_string()))?;
+    load_cmdline(&vm.mem, GuestAddress(layout::CMDLINE_START), &cl).map_err(|e| Error::Cmdline(e.to_string()))?;
+    arch::write_zero_page(&vm.mem, setup_header, cfg.cmdline.len() + 1, Some((initrd_addr, cfg.initramfs.len())), mem_size)?;
+    arch::write_gdt(&vm.mem)?;
+    arch::write_page_tables(&vm.mem)?;
+    arch::mptable::write(&vm.mem, cfg.vm.vcpus).map_err(arch::Error::from)?;
+    arch::regs::setup_long_mode(&vm.vcpus[0], entry).map_err(arch::Error::Kvm)?;
+
+    let console = Console::new(cfg.console.clone(), start).map_err(Error::Console)?;
+    let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host(e.to_string()))?;
+    vm.fd
+        .register_irqfd(&irq, crate::devices::serial::SERIAL_IRQ)
+        .map_err(|e| Error::Host(format!("serial irqfd: {e}")))?;
+    let bus = Arc::new(PioBus { serial: SerialDevice::new(irq, console.clone()) });
+    let shared = Arc::new(RunShared::new(start));
+
+    let mut threads = Vec::new();
+    for (index, fd) in vm.vcpus.drain(..).enumerate() {
+        let runner = VcpuRunner {
+            index,
+            fd,
+            mem: vm.mem.clone(),
+            bus: bus.clone(),
+            shared: shared.clone(),
+            handler: handler.clone(),
+            profile: profile.clone(),
+        };
+        let t = std::thread::Builder::new().name(format!("vcpu{index}")).spawn(move || runner.run());
+        match t {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                shared.finish(End::HostError(e.to_string()));
+                stop_threads(threads);
+                return Err(Error::Thread(e));
+            }
+        }
+    }
+
+    let end = loop {
+        if let Some(end) = shared.wait(Duration::from_millis(50)) {
+            break end;
+        }
+        if INTERRUPTED.swap(false, Ordering::SeqCst) {
+            shared.finish(End::Interrupted);
+        } else if start.elapsed() >= cfg.timeout {
+            shared.finish(End::Timeout);
+        }
+    };
+    stop_threads(threads);
+    console.note(&format!("run ended: {end}"));
+    console.flush();
+    Ok(RunOutput { end, console, elapsed: start.elapsed() })
+}
+
+/// Kick until every vCPU thread has left KVM_RUN and returned. Repeated
+/// kicks cover a signal that lands just before a thread enters KVM_RUN.
+fn stop_threads(threads: Vec<std::thread::JoinHandle<()>>) {
+    loop {
+        let running: Vec<_> = threads.iter().filter(|t| !t.is_finished()).collect();
+        if running.is_empty() {
+            break;
+        }
+        for t in running {
+            let _ = t.kill(SIGRTMIN());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}

@@ -1,0 +1,79 @@
+//! `preemptor boot`: one guest, one workload, one verdict.
+use super::UsageError;
+use crate::boot::{self, artifacts, verdict, BootConfig};
+use crate::devices::ConsoleConfig;
+use crate::host::HostProfile;
+use crate::vstate::VmConfig;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args, Clone)]
+pub struct BootArgs {
+    /// fixed | reverted (built by guest/kernel/build.sh) | path to vmlinux or bzImage
+    #[arg(long, default_value = "fixed")]
+    pub kernel: String,
+    /// Workload (a program in the initramfs) and its key=value arguments.
+    #[arg(long, num_args = 1.., value_name = "NAME [ARGS]", default_values = ["hello"])]
+    pub workload: Vec<String>,
+    #[arg(long, default_value_t = 2)]
+    pub vcpus: usize,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub memory: u64,
+    /// Extra guest kernel command line.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Wall-clock limit in seconds (verdict: hang).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+    /// Copy the guest console to stdout.
+    #[arg(long)]
+    pub console: bool,
+    /// Console log file (host timestamp on every line).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// Print the verdict as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BootArgs {
+    pub fn config(&self, profile: &HostProfile) -> Result<BootConfig, UsageError> {
+        let kernel = artifacts::resolve_kernel(&self.kernel)?;
+        let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir())?;
+        let (name, args) = self.workload.split_first().ok_or(UsageError("--workload needs a name".into()))?;
+        if !artifacts::WORKLOADS.contains(&name.as_str()) {
+            return Err(UsageError(format!("unknown workload '{name}' (known: {})", artifacts::WORKLOADS.join(", "))));
+        }
+        Ok(BootConfig {
+            kernel,
+            initramfs: Arc::new(initramfs),
+            cmdline: boot::cmdline(profile, name, args, &self.cmdline),
+            vm: VmConfig { vcpus: self.vcpus, mem_mib: self.memory },
+            timeout: Duration::from_secs(self.timeout),
+            console: ConsoleConfig { log: self.log.clone(), echo: self.console, ..Default::default() },
+        })
+    }
+}
+
+pub fn run(a: BootArgs) -> Result<i32, UsageError> {
+    let profile = HostProfile::probe();
+    let cfg = a.config(&profile)?;
+    eprintln!("preemptor: host profile {}; kernel {}", profile.name(), cfg.kernel.path.display());
+    let out = boot::run(&cfg, &profile, None)?;
+    let v = verdict::verdict(&out);
+    let m = verdict::markers(&out);
+    if a.json {
+        let j = serde_json::json!({"verdict": v, "markers": m, "end": out.end.to_string(), "seconds": out.elapsed.as_secs_f64()});
+        println!("{j}");
+    } else {
+        println!(
+            "verdict: {v} (cpus {}, {:.1} s, {})",
+            m.cpus.map(|c| c.to_string()).unwrap_or("?".into()),
+            out.elapsed.as_secs_f64(),
+            out.end
+        );
+    }
+    Ok(if v == verdict::Verdict::Clean { 0 } else { 1 })
+}

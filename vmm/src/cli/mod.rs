@@ -1,0 +1,53 @@
+//! The `preemptor` command line. Exit status: 0 success, 1 the guest
+//! crashed / hung / failed, 2 usage or setup error (one line on stderr).
+pub mod boot;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "preemptor", version, about = "Stall guest vCPUs at kernel sites to expose races; classify the console")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot a guest kernel and run one workload.
+    Boot(boot::BootArgs),
+}
+
+/// A failure that is the user's or the setup's, not the guest's: exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl<E: std::fmt::Display> From<E> for UsageError {
+    fn from(e: E) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+pub fn main() -> i32 {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("PREEMPTOR_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let res = match cli.cmd {
+        Cmd::Boot(a) => boot::run(a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(UsageError(msg)) => {
+            eprintln!("preemptor: {msg}");
+            2
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! x86-64 decoding, gas-syntax text, and the instruction tests behind
+//! pattern sites.
+
+use iced_x86::{
+    Decoder, DecoderOptions, Formatter, GasFormatter, Instruction, InstructionInfoFactory,
+    Mnemonic, OpAccess, OpKind, Register,
+};
+
+use super::elf::{Image, Sym};
+
+/// Decodes `bytes` as if loaded at `ip`. Undecodable bytes come back as
+/// invalid instructions rather than an error, so a listing still shows
+/// where decoding went wrong.
+pub(super) fn decode(bytes: &[u8], ip: u64) -> Vec<Instruction> {
+    let mut decoder = Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while decoder.can_decode() {
+        out.push(decoder.decode());
+    }
+    out
+}
+
+pub(super) struct Text {
+    formatter: GasFormatter,
+}
+
+impl Text {
+    pub fn new() -> Text {
+        let mut formatter = GasFormatter::new();
+        // Match objdump's spelling so listings can be compared by eye.
+        formatter.options_mut().set_uppercase_hex(false);
+        Text { formatter }
+    }
+
+    /// Gas syntax, with objdump-style `<symbol+off>` after branch targets
+    /// and `# symbol` after absolute and per-cpu (`%gs:`) memory operands.
+    pub fn format(&mut self, instr: &Instruction, image: &Image) -> String {
+        let mut out = String::new();
+        if instr.is_invalid() {
+            out.push_str("(bad)");
+            return out;
+        }
+        self.formatter.format(instr, &mut out);
+        if matches!(instr.op0_kind(), OpKind::NearBranch64) {
+            let target = instr.near_branch_target();
+            if let Some(s) = image.function_at(target) {
+                out.push_str(&format!(" <{}>", with_offset(s, target)));
+            }
+            return out;
+        }
+        if let Some(addr) = absolute_memory(instr) {
+            let kernel_half = addr >= 0xffff_8000_0000_0000;
+            let per_cpu = instr.memory_segment() == Register::GS;
+            let sym = if kernel_half {
+                image.object_at(addr).or_else(|| image.function_at(addr))
+            } else if per_cpu {
+                image.object_at(addr)
+            } else {
+                None
+            };
+            if let Some(s) = sym {
+                out.push_str(&format!("  # {}", with_offset(s, addr)));
+            }
+        }
+        out
+    }
+}
+
+fn with_offset(s: &Sym, addr: u64) -> String {
+    match addr - s.addr {
+        0 => s.name.clone(),
+        off => format!("{}+{off:#x}", s.name),
+    }
+}
+
+/// The address of a memory operand that needs no register to compute.
+fn absolute_memory(instr: &Instruction) -> Option<u64> {
+    (0..instr.op_count()).find(|&i| instr.op_kind(i) == OpKind::Memory)?;
+    if instr.is_ip_rel_memory_operand() {
+        Some(instr.ip_rel_memory_address())
+    } else if instr.memory_base() == Register::None && instr.memory_index() == Register::None {
+        Some(instr.memory_displacement64())
+    } else {
+        None
+    }
+}
+
+/// Target of a direct near call.
+pub(super) fn call_target(instr: &Instruction) -> Option<u64> {
+    (instr.mnemonic() == Mnemonic::Call && instr.op0_kind() == OpKind::NearBranch64)
+        .then(|| instr.near_branch_target())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    Read,
+    Write,
+}
+
+/// Whether `instr` reads or writes memory at `[reg + disp]` where `reg`
+/// could hold a struct pointer. Stack (`%rsp`, and `%rbp`, the frame
+/// pointer in this kernel) and `%rip` bases, indexed operands and
+/// `%fs:`/`%gs:` (per-cpu) operands are not struct member accesses.
+pub(super) fn accesses_member(
+    factory: &mut InstructionInfoFactory,
+    instr: &Instruction,
+    disp: u64,
+    access: Access,
+) -> bool {
+    if instr.is_invalid() {
+        return false;
+    }
+    factory.info(instr).used_memory().iter().any(|m| {
+        let struct_base = !matches!(
+            m.base(),
+            Register::None
+                | Register::RSP
+                | Register::RBP
+                | Register::RIP
+                | Register::ESP
+                | Register::EBP
+                | Register::EIP
+        );
+        let wanted = match access {
+            Access::Write => matches!(
+                m.access(),
+                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            ),
+            Access::Read => matches!(
+                m.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            ),
+        };
+        struct_base
+            && wanted
+            && m.index() == Register::None
+            && !matches!(m.segment(), Register::FS | Register::GS)
+            && m.displacement() == disp
+    })
+}
