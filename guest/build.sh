@@ -6,9 +6,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
-# crt-static only for the guest target: with --target, RUSTFLAGS do not
-# reach host build scripts or proc macros.
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
+# crt-static only for the guest target (stripped and small: the kernel
+# unpacks the initramfs byte by byte under emulation); with --target,
+# RUSTFLAGS do not reach host build scripts or proc macros.
+RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols -C opt-level=s" cargo build --quiet --release \
     -p preemptor-guest --target x86_64-unknown-linux-gnu \
     --manifest-path "$root/Cargo.toml" --target-dir "$root/target/guest"
 bash "$here/kernel/build.sh"

@@ -30,6 +30,7 @@ mod elf;
 mod insn;
 mod site;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -163,6 +164,7 @@ impl Symbols {
         })
     }
 
+    /// The vmlinux this was loaded from.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -224,7 +226,11 @@ impl Symbols {
     pub fn symbol_addr(&self, name: &str) -> Option<u64> {
         if let Some(idx) = self.image.by_name.get(name) {
             let syms = idx.iter().map(|&i| &self.image.syms[i]);
-            return syms.clone().find(|s| s.global).or_else(|| syms.clone().next()).map(|s| s.addr);
+            return syms
+                .clone()
+                .find(|s| s.global)
+                .or_else(|| syms.clone().next())
+                .map(|s| s.addr);
         }
         let prefix = format!("{name}.");
         let mut clones = self
@@ -243,7 +249,9 @@ impl Symbols {
 
     /// The function containing `addr` and the offset into it.
     pub fn symbolize(&self, addr: u64) -> Option<(String, u64)> {
-        self.image.function_at(addr).map(|s| (s.name.clone(), addr - s.addr))
+        self.image
+            .function_at(addr)
+            .map(|s| (s.name.clone(), addr - s.addr))
     }
 
     /// The function's instructions, each with its source line when the
@@ -253,10 +261,13 @@ impl Symbols {
     }
 
     fn decode(&self, f: &Function) -> Result<Vec<Decoded>, Error> {
-        let bytes = self.image.code(f.addr, f.size).ok_or_else(|| Error::NoCode {
-            name: f.name.clone(),
-            addr: f.addr,
-        })?;
+        let bytes = self
+            .image
+            .code(f.addr, f.size)
+            .ok_or_else(|| Error::NoCode {
+                name: f.name.clone(),
+                addr: f.addr,
+            })?;
         let dwarf = self.dwarf().ok();
         let mut text = insn::Text::new();
         Ok(insn::decode(bytes, f.addr)
@@ -292,7 +303,9 @@ impl Symbols {
                     )));
                 }
                 let insns = self.decode(&f)?;
-                let at = insns.iter().find(|d| off < d.insn.offset + d.insn.len as u64);
+                let at = insns
+                    .iter()
+                    .find(|d| off < d.insn.offset + d.insn.len as u64);
                 match at {
                     Some(d) if d.insn.offset == off => Ok(vec![to_site(&f, &d.insn)]),
                     Some(d) => Err(fail(format!(
@@ -315,7 +328,14 @@ impl Symbols {
                 let list = |idx: &[usize]| {
                     idx.iter()
                         .enumerate()
-                        .map(|(k, &i)| format!("#{} +{:#x} ({})", k + 1, insns[i].insn.offset, insns[i].insn.text))
+                        .map(|(k, &i)| {
+                            format!(
+                                "#{} +{:#x} ({})",
+                                k + 1,
+                                insns[i].insn.offset,
+                                insns[i].insn.text
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
@@ -391,7 +411,9 @@ impl Symbols {
     fn resolve_line(&self, file: &str, line: u64) -> Result<Vec<Site>, String> {
         let dwarf = self.dwarf().map_err(|e| e.to_string())?;
         let Some(found) = dwarf.line_addresses(file, line)? else {
-            return Err(format!("no file matching `{file}` in the DWARF line tables"));
+            return Err(format!(
+                "no file matching `{file}` in the DWARF line tables"
+            ));
         };
         drop(dwarf);
         // A short path like `core.c` may match several files; only those
@@ -399,7 +421,11 @@ impl Symbols {
         let found: Vec<_> = found
             .into_iter()
             .map(|m| {
-                let addrs: Vec<u64> = m.addrs.into_iter().filter(|&a| self.symbolize(a).is_some()).collect();
+                let addrs: Vec<u64> = m
+                    .addrs
+                    .into_iter()
+                    .filter(|&a| self.symbolize(a).is_some())
+                    .collect();
                 (m.file, addrs)
             })
             .filter(|(_, addrs)| !addrs.is_empty())
@@ -422,13 +448,18 @@ impl Symbols {
         let mut decoded: HashMap<u64, (Function, Vec<Insn>)> = HashMap::new();
         let mut sites = Vec::new();
         for &addr in addrs {
-            let (name, _) = self.symbolize(addr).ok_or_else(|| format!("{addr:#x} is in no function"))?;
-            let f = self.function_exact(&name, addr).ok_or_else(|| format!("{addr:#x}: no function {name}"))?;
-            if !decoded.contains_key(&f.addr) {
-                let insns = self.disasm(&f).map_err(|e| e.to_string())?;
-                decoded.insert(f.addr, (f.clone(), insns));
-            }
-            let (f, insns) = &decoded[&f.addr];
+            let sym = self
+                .image
+                .function_at(addr)
+                .ok_or_else(|| format!("{addr:#x} is in no function"))?;
+            let (f, insns) = match decoded.entry(sym.addr) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let f = to_function(sym);
+                    let insns = self.disasm(&f).map_err(|e| e.to_string())?;
+                    e.insert((f, insns))
+                }
+            };
             let insn = insns.iter().find(|i| i.addr == addr).ok_or_else(|| {
                 format!(
                     "{path}:{line} starts at {addr:#x} ({}+{:#x}), which is not an instruction boundary",
@@ -441,32 +472,43 @@ impl Symbols {
         Ok(sites)
     }
 
-    /// The symbol `symbolize` chose for `addr`, as a [`Function`]; going
-    /// by name again could hit a same-named static elsewhere.
-    fn function_exact(&self, name: &str, addr: u64) -> Option<Function> {
-        self.image.function_at(addr).filter(|s| s.name == name).map(to_function)
-    }
-
     /// Byte offset of `member` in struct/union `type_name`, from DWARF.
     /// `member` may be a path (`se.on_rq`); members of anonymous structs
     /// and unions are found as if they were direct members.
     pub fn member_offset(&self, type_name: &str, member: &str) -> Result<u64, Error> {
-        let ty = type_name.strip_prefix("struct ").unwrap_or(type_name).trim();
+        let ty = type_name
+            .strip_prefix("struct ")
+            .unwrap_or(type_name)
+            .trim();
         let key = (ty.to_string(), member.to_string());
-        if let Some(&off) = self.members.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(&off) = self
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(off);
         }
-        let off = self.dwarf()?.member_offset(ty, member).map_err(|e| match e {
-            MemberError::NoType(t) => Error::NoType(t),
-            MemberError::NoMember { ty, member } => Error::NoMember { ty, member },
-            MemberError::Dwarf(e) => Error::Dwarf(e),
-        })?;
-        self.members.lock().unwrap_or_else(|e| e.into_inner()).insert(key, off);
+        let off = self
+            .dwarf()?
+            .member_offset(ty, member)
+            .map_err(|e| match e {
+                MemberError::NoType(t) => Error::NoType(t),
+                MemberError::NoMember { ty, member } => Error::NoMember { ty, member },
+                MemberError::Dwarf(e) => Error::Dwarf(e),
+            })?;
+        self.members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, off);
         Ok(off)
     }
 
     fn dwarf(&self) -> Result<MutexGuard<'_, Dwarf>, Error> {
-        match self.dwarf.get_or_init(|| Dwarf::load(&self.image.data).map(Mutex::new)) {
+        match self
+            .dwarf
+            .get_or_init(|| Dwarf::load(&self.image.data).map(Mutex::new))
+        {
             Ok(d) => Ok(d.lock().unwrap_or_else(|e| e.into_inner())),
             Err(e) => Err(Error::NoDwarf(e.clone())),
         }

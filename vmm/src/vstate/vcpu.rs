@@ -277,6 +277,10 @@ impl VcpuRunner {
                 }
             }
         }
+        if let (Ok(r), Ok(s)) = (self.fd.get_regs(), self.fd.get_sregs()) {
+            let mp = self.fd.get_mp_state().map(|m| m.mp_state).unwrap_or(u32::MAX);
+            tracing::debug!(vcpu = self.index, rip = format_args!("{:#x}", r.rip), cs = s.cs.selector, cr0 = format_args!("{:#x}", s.cr0), mp, "vCPU stopped");
+        }
     }
 
     fn set_debug(&self, d: kvm_guest_debug) {

@@ -124,6 +124,9 @@ pub fn setup_lint(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
     vcpu.set_lapic(&lapic)
 }
 
+/// CLOCKSOURCE, NOP_IO_DELAY, CLOCKSOURCE2, CLOCKSOURCE_STABLE_BIT.
+const KVM_FEATURE_CLOCK_ONLY: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 24);
+
 /// KVM's supported CPUID with this vCPU's APIC ID in leaves 1 and 0xb.
 pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, apic_id: u8, num_cpus: u8) -> Result<(), kvm_ioctls::Error> {
     let mut cpuid = supported.clone();
@@ -134,6 +137,12 @@ pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, apic_id: u8, num_cpus: u8) 
                 e.edx |= 1 << 28; // HTT: the count in ebx[23:16] is valid
             }
             0xb => e.edx = apic_id as u32,
+            // KVM paravirt features: only the clock. PV IPIs (hypercalls)
+            // hang AP bring-up on kvm_pvm; PV spinlocks/unhalt would make
+            // lock waiters halt instead of spin behind a stalled vCPU; PV TLB
+            // flush, steal time and async PF change scheduling behaviour.
+            // QEMU's default CPU models expose a similarly small set.
+            0x4000_0001 => e.eax &= KVM_FEATURE_CLOCK_ONLY,
             _ => {}
         }
     }

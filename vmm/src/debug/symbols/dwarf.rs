@@ -38,7 +38,9 @@ impl Dwarf {
             RunTimeEndian::Big
         };
         if file.section_by_name(".debug_info").is_none() {
-            return Err("the ELF has no .debug_info section (built without CONFIG_DEBUG_INFO?)".into());
+            return Err(
+                "the ELF has no .debug_info section (built without CONFIG_DEBUG_INFO?)".into(),
+            );
         }
         let section = |id: gimli::SectionId| -> Result<R, String> {
             let Some(s) = file.section_by_name(id.name()) else {
@@ -53,20 +55,27 @@ impl Dwarf {
                 }
                 Ok(R::new(data.clone(), endian).range(off..off + len))
             } else {
-                let bytes = s.uncompressed_data().map_err(|e| format!("{}: {e}", id.name()))?;
+                let bytes = s
+                    .uncompressed_data()
+                    .map_err(|e| format!("{}: {e}", id.name()))?;
                 Ok(R::new(Arc::from(bytes.into_owned()), endian))
             }
         };
         let dwarf = Arc::new(gimli::Dwarf::load(section)?);
         let comp_dir = match dwarf.units().next() {
-            Ok(Some(header)) => dwarf
-                .unit(header)
-                .ok()
-                .and_then(|u| u.comp_dir.as_ref().and_then(|d| d.to_string_lossy().ok().map(Cow::into_owned))),
+            Ok(Some(header)) => dwarf.unit(header).ok().and_then(|u| {
+                u.comp_dir
+                    .as_ref()
+                    .and_then(|d| d.to_string_lossy().ok().map(Cow::into_owned))
+            }),
             _ => None,
         };
         let ctx = addr2line::Context::from_arc_dwarf(dwarf.clone()).map_err(|e| e.to_string())?;
-        Ok(Dwarf { dwarf, ctx, comp_dir })
+        Ok(Dwarf {
+            dwarf,
+            ctx,
+            comp_dir,
+        })
     }
 
     fn relative<'a>(&self, path: &'a str) -> &'a str {
@@ -101,7 +110,10 @@ impl Dwarf {
             let Some(program) = unit.line_program.clone() else {
                 continue;
             };
-            let comp_dir = unit.comp_dir.as_ref().and_then(|d| d.to_string_lossy().ok().map(Cow::into_owned));
+            let comp_dir = unit
+                .comp_dir
+                .as_ref()
+                .and_then(|d| d.to_string_lossy().ok().map(Cow::into_owned));
             // Index → matching path, from the header alone; most units
             // do not mention the file and are skipped without running rows.
             let header = program.header();
@@ -177,12 +189,20 @@ impl Dwarf {
     /// union (or typedef of one) named `ty`, looking through anonymous
     /// struct and union members.
     pub fn member_offset(&self, ty: &str, path: &str) -> Result<u64, MemberError> {
-        let (unit, off) = self.find_type(ty)?.ok_or_else(|| MemberError::NoType(ty.to_string()))?;
+        let (unit, off) = self
+            .find_type(ty)?
+            .ok_or_else(|| MemberError::NoType(ty.to_string()))?;
         let parts: Vec<&str> = path.split('.').collect();
         self.walk(&unit, off, ty, &parts)
     }
 
-    fn walk(&self, unit: &Unit, mut off: UnitOffset, ty: &str, parts: &[&str]) -> Result<u64, MemberError> {
+    fn walk(
+        &self,
+        unit: &Unit,
+        mut off: UnitOffset,
+        ty: &str,
+        parts: &[&str],
+    ) -> Result<u64, MemberError> {
         let mut total = 0;
         for (i, part) in parts.iter().enumerate() {
             let Some((member_off, member_ty)) = self.find_member(unit, off, part)? else {
@@ -199,9 +219,14 @@ impl Dwarf {
                 ty: ty.to_string(),
                 member: parts[..=i + 1].join("."),
             };
-            let next = member_ty.and_then(|t| self.strip_type(unit, t).ok()).ok_or_else(not_struct)?;
+            let next = member_ty
+                .and_then(|t| self.strip_type(unit, t).ok())
+                .ok_or_else(not_struct)?;
             let entry = unit.entry(next).map_err(dwarf_err)?;
-            if !matches!(entry.tag(), gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type) {
+            if !matches!(
+                entry.tag(),
+                gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type
+            ) {
                 return Err(not_struct());
             }
             if entry.attr(gimli::DW_AT_declaration).is_some() {
@@ -210,7 +235,9 @@ impl Dwarf {
                     .attr(gimli::DW_AT_name)
                     .map(|a| self.attr_string(unit, a.value()))
                     .ok_or_else(not_struct)?;
-                let (unit, off) = self.find_type(&name)?.ok_or_else(|| MemberError::NoType(name.clone()))?;
+                let (unit, off) = self
+                    .find_type(&name)?
+                    .ok_or_else(|| MemberError::NoType(name.clone()))?;
                 return Ok(total + self.walk(&unit, off, ty, &parts[i + 1..])?);
             }
             off = next;
@@ -239,7 +266,12 @@ impl Dwarf {
 
     /// The member named `name` directly in `off`, or inside one of its
     /// anonymous struct/union members: (offset, type).
-    fn find_member(&self, unit: &Unit, off: UnitOffset, name: &str) -> Result<Option<(u64, Option<UnitOffset>)>, MemberError> {
+    fn find_member(
+        &self,
+        unit: &Unit,
+        off: UnitOffset,
+        name: &str,
+    ) -> Result<Option<(u64, Option<UnitOffset>)>, MemberError> {
         let mut tree = unit.entries_tree(Some(off)).map_err(dwarf_err)?;
         let root = tree.root().map_err(dwarf_err)?;
         let mut children = root.children();
@@ -293,7 +325,9 @@ impl Dwarf {
                     let tag = e.tag();
                     if matches!(
                         tag,
-                        gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type | gimli::DW_TAG_typedef
+                        gimli::DW_TAG_structure_type
+                            | gimli::DW_TAG_union_type
+                            | gimli::DW_TAG_typedef
                     ) && e.attr(gimli::DW_AT_declaration).is_none()
                     {
                         if let Some(a) = e.attr(gimli::DW_AT_name) {
@@ -312,8 +346,10 @@ impl Dwarf {
             }
             let target = self.strip_type(&unit, off)?;
             let e = unit.entry(target).map_err(dwarf_err)?;
-            if matches!(e.tag(), gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type)
-                && e.attr(gimli::DW_AT_declaration).is_none()
+            if matches!(
+                e.tag(),
+                gimli::DW_TAG_structure_type | gimli::DW_TAG_union_type
+            ) && e.attr(gimli::DW_AT_declaration).is_none()
             {
                 return Ok(Some((unit, target)));
             }
@@ -412,9 +448,18 @@ mod tests {
     fn paths() {
         assert_eq!(normalize("./include/linux/../asm/x.h"), "include/asm/x.h");
         assert_eq!(normalize("/a//b/./c"), "/a/b/c");
-        assert_eq!(join(Some("/src"), Some("kernel/sched"), "core.c"), "/src/kernel/sched/core.c");
-        assert_eq!(join(Some("/src"), Some("/usr/include"), "x.h"), "/usr/include/x.h");
-        assert_eq!(join(Some("/src"), None, "kernel/exit.c"), "/src/kernel/exit.c");
+        assert_eq!(
+            join(Some("/src"), Some("kernel/sched"), "core.c"),
+            "/src/kernel/sched/core.c"
+        );
+        assert_eq!(
+            join(Some("/src"), Some("/usr/include"), "x.h"),
+            "/usr/include/x.h"
+        );
+        assert_eq!(
+            join(Some("/src"), None, "kernel/exit.c"),
+            "/src/kernel/exit.c"
+        );
         assert_eq!(join(None, Some("./kernel"), "exit.c"), "kernel/exit.c");
     }
 }

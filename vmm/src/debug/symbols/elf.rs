@@ -76,7 +76,10 @@ impl Image {
             }
         }
 
-        let in_exec = |addr: u64| exec.iter().any(|s| addr >= s.addr && addr < s.addr + s.size);
+        let in_exec = |addr: u64| {
+            exec.iter()
+                .any(|s| addr >= s.addr && addr < s.addr + s.size)
+        };
         let mut syms: Vec<Sym> = file
             .symbols()
             .filter(|s| !s.is_undefined())
@@ -113,7 +116,12 @@ impl Image {
         Ok(Image::index(data, exec, syms, symbol_source))
     }
 
-    fn index(data: Arc<[u8]>, exec: Vec<ExecSection>, mut syms: Vec<Sym>, symbol_source: PathBuf) -> Image {
+    fn index(
+        data: Arc<[u8]>,
+        exec: Vec<ExecSection>,
+        mut syms: Vec<Sym>,
+        symbol_source: PathBuf,
+    ) -> Image {
         syms.sort_by(|a, b| {
             a.addr
                 .cmp(&b.addr)
@@ -138,7 +146,11 @@ impl Image {
                 .find(|e| s.addr >= e.addr && s.addr < e.addr + e.size)
                 .map(|e| e.addr + e.size)
                 .unwrap_or(s.addr);
-            let end = text_starts.get(next).copied().unwrap_or(u64::MAX).min(section_end);
+            let end = text_starts
+                .get(next)
+                .copied()
+                .unwrap_or(u64::MAX)
+                .min(section_end);
             s.size = end.saturating_sub(s.addr);
         }
 
@@ -157,10 +169,12 @@ impl Image {
 
     /// The file bytes backing `[addr, addr + len)` of an executable section.
     pub fn code(&self, addr: u64, len: u64) -> Option<&[u8]> {
-        let s = self
-            .exec
-            .iter()
-            .find(|s| addr >= s.addr && addr.checked_add(len).is_some_and(|end| end <= s.addr + s.size))?;
+        let s = self.exec.iter().find(|s| {
+            addr >= s.addr
+                && addr
+                    .checked_add(len)
+                    .is_some_and(|end| end <= s.addr + s.size)
+        })?;
         let start = s.file_offset + (addr - s.addr) as usize;
         self.data.get(start..start + len as usize)
     }

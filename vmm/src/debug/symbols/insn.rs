@@ -124,7 +124,10 @@ pub(super) fn accesses_member(
         let wanted = match access {
             Access::Write => matches!(
                 m.access(),
-                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
             ),
             Access::Read => matches!(
                 m.access(),

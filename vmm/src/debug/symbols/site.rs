@@ -85,7 +85,8 @@ impl fmt::Display for SiteSpec {
 fn is_symbol(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(|c: char| c.is_ascii_digit())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
 fn is_ident(s: &str) -> bool {
@@ -121,7 +122,9 @@ impl SiteSpec {
                 if file.is_empty() {
                     return Err("missing file name before `:LINE`".into());
                 }
-                let line: u64 = line.parse().map_err(|_| format!("line `{line}` is too large"))?;
+                let line: u64 = line
+                    .parse()
+                    .map_err(|_| format!("line `{line}` is too large"))?;
                 if line == 0 {
                     return Err("line numbers start at 1".into());
                 }
@@ -233,7 +236,10 @@ mod tests {
 
     #[test]
     fn functions_and_offsets() {
-        assert_eq!(SiteSpec::parse("try_to_wake_up"), Ok(func("try_to_wake_up", None)));
+        assert_eq!(
+            SiteSpec::parse("try_to_wake_up"),
+            Ok(func("try_to_wake_up", None))
+        );
         assert_eq!(
             SiteSpec::parse("ttwu_do_wakeup.constprop.0+0x1f"),
             Ok(func("ttwu_do_wakeup.constprop.0", Some(0x1f)))
