@@ -51,6 +51,11 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >&2
 fi
 
+# One build at a time per cache (CI, tests and a user may race here).
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+flock 9
+
 key=$(key_of)
 out=$cache/kernels/$key
 if [[ -f $out/fixed/vmlinux && -f $out/reverted/vmlinux ]]; then

@@ -11,4 +11,5 @@ pub mod debug;
 pub mod devices;
 pub mod host;
 pub mod report;
+pub mod stall;
 pub mod vstate;

@@ -101,35 +101,35 @@ fn sniff(path: &Path) -> Result<KernelFormat, Error> {
     Err(Error::NotAKernel(path.into()))
 }
 
-/// Workloads packed into every initramfs, as `/bin/<name>`.
+/// Workloads of the guest binary (guest/src/lib.rs), as `/bin/<name>`.
 pub const WORKLOADS: &[&str] = &["hello", "exit-race"];
 
-/// An uncompressed newc cpio: `/init`, `/bin/<workloads>`, and the nodes
-/// the kernel needs before init mounts devtmpfs (`/dev/console`).
+/// The guest's multi-call binary, built by guest/build.sh.
+pub const GUEST_BINARY: &str = "preemptor-guest";
+
+/// An uncompressed newc cpio: `/init` (the guest binary), `/bin/<workload>`
+/// symlinks to it, and the nodes the kernel needs before init mounts
+/// devtmpfs (`/dev/console`).
 pub fn build_initramfs(bin_dir: &Path) -> Result<Vec<u8>, Error> {
     use cpio::newc::{Builder, ModeFileType};
+    let src = bin_dir.join(GUEST_BINARY);
+    let binary = std::fs::read(&src).map_err(|_| Error::GuestProgramMissing(src.clone()))?;
+    // write_cpio numbers the inodes itself.
+    let node = |name: &str, mode: u32, kind: ModeFileType| {
+        let nlink = if matches!(kind, ModeFileType::Directory) { 2 } else { 1 };
+        Builder::new(name).uid(0).gid(0).mode(mode).set_mode_file_type(kind).nlink(nlink)
+    };
     let mut entries: Vec<(Builder, Cursor<Vec<u8>>)> = Vec::new();
-    let mut ino = 1;
-    let mut next = |b: Builder| {
-        ino += 1;
-        b.ino(ino).uid(0).gid(0)
-    };
     for d in ["dev", "proc", "sys", "bin"] {
-        entries.push((next(Builder::new(d)).mode(0o755).set_mode_file_type(ModeFileType::Directory).nlink(2), Cursor::new(vec![])));
+        entries.push((node(d, 0o755, ModeFileType::Directory), Cursor::new(vec![])));
     }
-    entries.push((
-        next(Builder::new("dev/console")).mode(0o600).set_mode_file_type(ModeFileType::Char).rdev_major(5).rdev_minor(1).nlink(1),
-        Cursor::new(vec![]),
-    ));
-    let mut add = |src: PathBuf, name: String| -> Result<(), Error> {
-        let data = std::fs::read(&src).map_err(|_| Error::GuestProgramMissing(src.clone()))?;
-        entries.push((next(Builder::new(&name)).mode(0o755).set_mode_file_type(ModeFileType::Regular).nlink(1), Cursor::new(data)));
-        Ok(())
-    };
-    add(bin_dir.join("init"), "init".into())?;
+    // The console char node (5,1): init's stdio before devtmpfs is mounted.
+    let console = node("dev/console", 0o600, ModeFileType::Char).rdev_major(5).rdev_minor(1);
+    entries.push((console, Cursor::new(vec![])));
+    entries.push((node("init", 0o755, ModeFileType::Regular), Cursor::new(binary)));
     for w in WORKLOADS {
-        add(bin_dir.join(w), format!("bin/{w}"))?;
+        entries.push((node(&format!("bin/{w}"), 0o777, ModeFileType::Symlink), Cursor::new(b"/init".to_vec())));
     }
-    let out = cpio::write_cpio(entries.into_iter(), Cursor::new(Vec::new())).map_err(Error::Cpio)?;
-    Ok(out.into_inner())
+    let out = cpio::write_cpio(entries.into_iter(), Cursor::new(Vec::new())).map_err(Error::Cpio)?.into_inner();
+    Ok(out)
 }

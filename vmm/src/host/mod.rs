@@ -31,9 +31,19 @@ pub struct HostProfile {
     pub kind: HostKind,
     /// Appended to the guest kernel command line.
     pub extra_cmdline: &'static str,
-    /// A guest `int3` arrives as an emulation-failure exit at a 0xCC byte
-    /// rather than running natively: the VMM delivers the #BP itself.
-    pub int3_is_emulation_failure: bool,
+    /// Instructions the host's emulator fails on that the VMM completes.
+    pub fixes_emulation: bool,
+}
+
+/// What to do about an instruction the host failed to emulate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmulationFixup {
+    /// Advance RIP by this many bytes: the instruction has no effect here.
+    Skip(u64),
+    /// A guest `int3`: deliver the #BP it would have raised.
+    Breakpoint,
+    /// Nothing to do: the run ends with a host-error verdict.
+    Fail,
 }
 
 /// Flags `kvm_pvm` needs (measured: a 6.1 guest boots with them):
@@ -50,10 +60,22 @@ clearcpuid=308,534,151,158,306,59 preemptor_kvm_pvm rcupdate.rcu_cpu_stall_suppr
 impl HostProfile {
     pub fn for_kind(kind: HostKind) -> Self {
         match kind {
-            HostKind::Standard => Self { kind, extra_cmdline: "", int3_is_emulation_failure: false },
-            HostKind::KvmPvm => {
-                Self { kind, extra_cmdline: KVM_PVM_CMDLINE, int3_is_emulation_failure: true }
-            }
+            HostKind::Standard => Self { kind, extra_cmdline: "", fixes_emulation: false },
+            HostKind::KvmPvm => Self { kind, extra_cmdline: KVM_PVM_CMDLINE, fixes_emulation: true },
+        }
+    }
+
+    /// kvm_pvm fails on a guest `int3` (e.g. a `text_poke_bp()` racing with
+    /// another CPU) and on `fwait` (`fpu__drop()` on every task exit). With
+    /// no x87 exception ever pending in our guests, `fwait` is a no-op.
+    pub fn emulation_fixup(&self, insn: &[u8]) -> EmulationFixup {
+        if !self.fixes_emulation {
+            return EmulationFixup::Fail;
+        }
+        match insn.first() {
+            Some(0xcc) => EmulationFixup::Breakpoint,
+            Some(0x9b) => EmulationFixup::Skip(1),
+            _ => EmulationFixup::Fail,
         }
     }
 

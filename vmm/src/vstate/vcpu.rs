@@ -3,7 +3,7 @@
 //! breakpoint hits to a [`DebugHandler`]. A handler that does not return
 //! keeps its vCPU out of `KVM_RUN`: that is what a stall is, here.
 use crate::devices::{PioBus, PioEvent};
-use crate::host::HostProfile;
+use crate::host::{EmulationFixup, HostProfile};
 use kvm_bindings::{
     kvm_guest_debug, kvm_regs, kvm_sregs, KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE,
     KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
@@ -319,10 +319,21 @@ impl VcpuRunner {
                 bytes = b.to_vec();
             }
         }
-        if self.profile.int3_is_emulation_failure && bytes.first() == Some(&0xcc) && self.deliver_int3(rip) {
+        let fixed = match self.profile.emulation_fixup(&bytes) {
+            EmulationFixup::Skip(n) => self.skip(rip, n),
+            EmulationFixup::Breakpoint => self.deliver_int3(rip),
+            EmulationFixup::Fail => false,
+        };
+        if fixed {
             return;
         }
         self.shared.finish(End::EmulationFailure { vcpu: self.index, rip, bytes });
+    }
+
+    fn skip(&mut self, rip: u64, len: u64) -> bool {
+        let Ok(mut regs) = self.fd.get_regs() else { return false };
+        regs.rip = rip + len;
+        self.fd.set_regs(&regs).is_ok()
     }
 
     /// The guest's own `int3` on a host that cannot run it: deliver the #BP

@@ -1,4 +1,4 @@
-//! PID 1 of the preemptor guest. Mounts proc/sys/devtmpfs, runs the workload
+//! PID 1 of the preemptor guest (`/init`). Mounts proc/sys/devtmpfs, runs the workload
 //! named on the kernel command line (`preemptor.workload=NAME`,
 //! `preemptor.args=a,b,c`), brackets it with markers the VMM parses, then
 //! restarts the machine: with `reboot=k` that is an i8042 reset the VMM
@@ -8,7 +8,7 @@
 //!   ready cpus=N          - booted, N CPUs online, workload about to start
 //!   start workload=NAME args=A,B
 //!   end workload=NAME status=S   (S: exit code, or 128+signal)
-use preemptor_guest::mark;
+use crate::mark;
 use std::ffi::CString;
 use std::os::unix::process::ExitStatusExt;
 
@@ -46,7 +46,7 @@ fn restart() -> ! {
     }
 }
 
-fn main() {
+pub fn main() {
     mount("proc", "/proc", "proc");
     mount("sysfs", "/sys", "sysfs");
     mount("devtmpfs", "/dev", "devtmpfs");

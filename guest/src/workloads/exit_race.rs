@@ -7,11 +7,11 @@
 //!
 //! Arguments (key=value): iters (rounds), threads (exiting threads per
 //! round), a, b (CPU numbers).
-use preemptor_guest::{parse_args, pin_to_cpu};
+use crate::{parse_args, pin_to_cpu};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-fn main() {
+pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let v = match parse_args(&args, &[("iters", 20), ("threads", 4), ("a", 0), ("b", 1)]) {
         Ok(v) => v,

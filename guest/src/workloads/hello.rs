@@ -1,4 +1,4 @@
 //! Smallest workload: one line, success. For boot checks and benchmarks.
-fn main() {
+pub fn main() {
     println!("hello from the preemptor guest");
 }

@@ -1,0 +1,424 @@
+//! The engine that runs triggers at breakpoint hits (see the module doc).
+use super::spec::{Duration2, Reg, TriggerSpec, Value};
+use super::trace::{EventKind, Trace};
+use crate::debug::symbols::{self, Symbols};
+use crate::vstate::{DebugHandler, Resume, VcpuCtx};
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("trigger '{0}': site '{1}': {2}")]
+    Site(String, String, symbols::Error),
+    #[error("trigger '{0}': site '{1}' is {2} addresses ({3}); name one (e.g. func+off)")]
+    ManySites(String, String, usize, String),
+    #[error("trigger '{0}': vCPU {1} does not exist (the guest has {2})")]
+    Vcpu(String, usize, usize),
+    #[error("trigger '{0}': {1} names no trigger")]
+    UnknownTrigger(String, String),
+    #[error("trigger '{0}': ${1} is never captured")]
+    UnknownVar(String, String),
+    #[error("trigger name '{0}' is used twice")]
+    DuplicateName(String),
+    #[error("vCPU {0} needs {1} hardware breakpoints; this host has {2} per vCPU")]
+    TooManySites(usize, usize, usize),
+    #[error("trigger '{0}': {1}")]
+    Invalid(String, String),
+    #[error("task predicates need DWARF task_struct layout: {0}")]
+    TaskLayout(symbols::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub vcpus: usize,
+    /// Seeds the generator for probabilities and random durations.
+    pub seed: u64,
+    /// Hardware breakpoint slots per vCPU (DR0..DR3).
+    pub hw_slots: usize,
+    /// Triggers whose fires, in this order, mean the race window was
+    /// reached (the interleaving goal).
+    pub goal: Vec<String>,
+    /// Disarm everything once the goal is reached, so the run ends soon.
+    pub disarm_on_goal: bool,
+}
+
+struct Trigger {
+    spec: TriggerSpec,
+    addr: u64,
+    site: String,
+    regs: Vec<(Reg, Value)>,
+}
+
+#[derive(Clone, Copy)]
+struct TState {
+    armed: bool,
+    hits: u64,
+    fires: u64,
+}
+
+struct State {
+    t: Vec<TState>,
+    vars: HashMap<String, u64>,
+    rng: u64,
+    fired: Vec<String>,
+    goal_reached: bool,
+}
+
+/// Offsets to read the current task at a hit.
+#[derive(Debug, Clone, Copy)]
+struct TaskLayout {
+    current_task: u64,
+    comm: u64,
+    pid: u64,
+    flags: u64,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    triggers: Vec<Trigger>,
+    bps: Vec<[Option<u64>; 4]>,
+    task: Option<TaskLayout>,
+    state: Mutex<State>,
+    cv: Condvar,
+    pub trace: Trace,
+}
+
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Engine {
+    pub fn new(specs: Vec<TriggerSpec>, syms: &Symbols, cfg: EngineConfig) -> Result<Self, Error> {
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return Err(Error::DuplicateName(n.to_string()));
+            }
+        }
+        let captured: Vec<&str> = specs.iter().flat_map(|s| s.capture.keys().map(String::as_str)).collect();
+        let mut triggers = Vec::new();
+        let mut needs_task = false;
+        for s in &specs {
+            let invalid = |m: &str| Error::Invalid(s.name.clone(), m.to_string());
+            if let Some(&v) = s.vcpus.iter().find(|&&v| v >= cfg.vcpus) {
+                return Err(Error::Vcpu(s.name.clone(), v, cfg.vcpus));
+            }
+            for other in s.arm.iter().chain(&s.disarm).chain(s.stall.until.iter()).chain(cfg.goal.iter()) {
+                if !names.contains(&other.as_str()) {
+                    return Err(Error::UnknownTrigger(s.name.clone(), other.clone()));
+                }
+            }
+            if s.stall.duration.is_some() && s.stall.until.is_some() {
+                return Err(invalid("stall has both a duration and `until`"));
+            }
+            if s.stall.until.is_some() && s.stall.timeout.is_none() {
+                return Err(invalid("`until` needs a `timeout` (a stop must always end)"));
+            }
+            if matches!(s.probability, Some(p) if !(0.0..=1.0).contains(&p)) {
+                return Err(invalid("probability must be in 0..=1"));
+            }
+            if s.nth == Some(0) || s.every == Some(0) || s.from == Some(0) {
+                return Err(invalid("nth/every/from count from 1"));
+            }
+            let mut regs = Vec::new();
+            for (r, v) in &s.regs {
+                let reg: Reg = r.parse().map_err(|e: String| invalid(&e))?;
+                if let Value::Var(name) = v {
+                    if !captured.contains(&name.as_str()) {
+                        return Err(Error::UnknownVar(s.name.clone(), name.clone()));
+                    }
+                }
+                needs_task |= reg == Reg::Current;
+                regs.push((reg, v.clone()));
+            }
+            needs_task |= s.comm.is_some() || s.pid.is_some() || s.task_flags.is_some();
+            needs_task |= s.capture.values().any(|r| *r == Reg::Current);
+            let sites = syms.resolve(&s.site).map_err(|e| Error::Site(s.name.clone(), s.site.clone(), e))?;
+            if sites.len() != 1 {
+                let list: Vec<String> = sites.iter().take(6).map(|x| format!("{}+{:#x}", x.function, x.offset)).collect();
+                return Err(Error::ManySites(s.name.clone(), s.site.clone(), sites.len(), list.join(", ")));
+            }
+            let site = &sites[0];
+            triggers.push(Trigger {
+                spec: s.clone(),
+                addr: site.addr,
+                site: format!("{}+{:#x}", site.function, site.offset),
+                regs,
+            });
+        }
+        let mut bps = vec![[None; 4]; cfg.vcpus];
+        for (v, slots) in bps.iter_mut().enumerate() {
+            let mut addrs: Vec<u64> = triggers
+                .iter()
+                .filter(|t| t.spec.vcpus.is_empty() || t.spec.vcpus.contains(&v))
+                .map(|t| t.addr)
+                .collect();
+            addrs.sort_unstable();
+            addrs.dedup();
+            if addrs.len() > cfg.hw_slots.min(4) {
+                return Err(Error::TooManySites(v, addrs.len(), cfg.hw_slots.min(4)));
+            }
+            for (i, a) in addrs.into_iter().enumerate() {
+                slots[i] = Some(a);
+            }
+        }
+        // Reading the task is also what makes fire records say who it was,
+        // so the layout is looked up whenever DWARF has it.
+        let task = match task_layout(syms) {
+            Ok(l) => Some(l),
+            Err(e) if needs_task => return Err(Error::TaskLayout(e)),
+            Err(_) => None,
+        };
+        let state = State {
+            t: triggers.iter().map(|t| TState { armed: !t.spec.disarmed, hits: 0, fires: 0 }).collect(),
+            vars: HashMap::new(),
+            rng: cfg.seed ^ 0x5eed,
+            fired: Vec::new(),
+            goal_reached: cfg.goal.is_empty(),
+        };
+        Ok(Self { cfg, triggers, bps, task, state: Mutex::new(state), cv: Condvar::new(), trace: Trace::default() })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the interleaving goal was reached in this run.
+    pub fn goal_reached(&self) -> bool {
+        self.lock().goal_reached
+    }
+
+    /// Trigger names in the order they fired.
+    pub fn fired(&self) -> Vec<String> {
+        self.lock().fired.clone()
+    }
+
+    /// Resolved sites, for reports: (trigger, func+off, address).
+    pub fn sites(&self) -> Vec<(String, String, u64)> {
+        self.triggers.iter().map(|t| (t.spec.name.clone(), t.site.clone(), t.addr)).collect()
+    }
+
+    fn draw(&self, st: &mut State, d: Duration2) -> Duration {
+        if d.lo == d.hi {
+            return d.lo;
+        }
+        let span = (d.hi - d.lo).as_nanos() as u64;
+        d.lo + Duration::from_nanos(splitmix(&mut st.rng) % (span + 1))
+    }
+
+    fn reg_value(&self, ctx: &VcpuCtx<'_>, regs: &Option<kvm_bindings::kvm_regs>, r: Reg) -> Option<u64> {
+        let g = regs.as_ref()?;
+        Some(match r {
+            Reg::Rdi => g.rdi,
+            Reg::Rsi => g.rsi,
+            Reg::Rdx => g.rdx,
+            Reg::Rcx => g.rcx,
+            Reg::R8 => g.r8,
+            Reg::R9 => g.r9,
+            Reg::Rax => g.rax,
+            Reg::Rbx => g.rbx,
+            Reg::R12 => g.r12,
+            Reg::R13 => g.r13,
+            Reg::R14 => g.r14,
+            Reg::R15 => g.r15,
+            Reg::Rsp => g.rsp,
+            Reg::Rbp => g.rbp,
+            Reg::Rip => g.rip,
+            Reg::Current => return self.current(ctx),
+        })
+    }
+
+    fn current(&self, ctx: &VcpuCtx<'_>) -> Option<u64> {
+        let l = self.task?;
+        let gs = ctx.sregs()?.gs.base;
+        ctx.read_u64(gs.wrapping_add(l.current_task))
+    }
+
+    /// (comm, pid, flags) of the current task.
+    fn task_info(&self, ctx: &VcpuCtx<'_>) -> Option<(String, u32, u64)> {
+        let l = self.task?;
+        let task = self.current(ctx)?;
+        let mut comm = [0u8; 16];
+        ctx.read_virt(task + l.comm, &mut comm)?;
+        let end = comm.iter().position(|&b| b == 0).unwrap_or(16);
+        let mut pid = [0u8; 4];
+        ctx.read_virt(task + l.pid, &mut pid)?;
+        let flags = ctx.read_u64(task + l.flags)? & 0xffff_ffff;
+        Some((String::from_utf8_lossy(&comm[..end]).into_owned(), u32::from_le_bytes(pid), flags))
+    }
+
+    fn goal_check(&self, st: &mut State) {
+        if st.goal_reached {
+            return;
+        }
+        let mut it = st.fired.iter();
+        st.goal_reached = self.cfg.goal.iter().all(|g| it.any(|f| f == g));
+        if st.goal_reached && self.cfg.disarm_on_goal {
+            for t in st.t.iter_mut() {
+                t.armed = false;
+            }
+        }
+    }
+
+    /// Wait until `done(state)` or the deadline or the VM stops; true if done.
+    fn wait(&self, ctx: &VcpuCtx<'_>, deadline: Instant, done: impl Fn(&State) -> bool) -> bool {
+        let mut st = self.lock();
+        loop {
+            if done(&st) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || ctx.stopping() {
+                return false;
+            }
+            // Short slices: the VM's stop flag has no link to this condvar.
+            let slice = (deadline - now).min(Duration::from_millis(5));
+            st = self.cv.wait_timeout(st, slice).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
+fn task_layout(syms: &Symbols) -> Result<TaskLayout, symbols::Error> {
+    Ok(TaskLayout {
+        current_task: syms
+            .symbol_addr("current_task")
+            .ok_or_else(|| symbols::Error::NoFunction("current_task".into()))?,
+        comm: syms.member_offset("task_struct", "comm")?,
+        pid: syms.member_offset("task_struct", "pid")?,
+        flags: syms.member_offset("task_struct", "flags")?,
+    })
+}
+
+impl DebugHandler for Engine {
+    fn breakpoints(&self, vcpu: usize) -> [Option<u64>; 4] {
+        self.bps.get(vcpu).copied().unwrap_or([None; 4])
+    }
+
+    fn on_hit(&self, ctx: &mut VcpuCtx<'_>, slot: usize) -> Resume {
+        let Some(addr) = self.bps.get(ctx.index).and_then(|b| b[slot]) else {
+            return Resume::default();
+        };
+        let v = ctx.index;
+        let regs = ctx.regs();
+        let mut task: Option<Option<(String, u32, u64)>> = None;
+        let mut action: Option<usize> = None;
+        let mut block_irq = false;
+        let mut st = self.lock();
+        for (i, t) in self.triggers.iter().enumerate() {
+            let s = &t.spec;
+            if t.addr != addr || !(s.vcpus.is_empty() || s.vcpus.contains(&v)) {
+                continue;
+            }
+            self.trace.record(ctx.elapsed(), v, EventKind::Hit, &s.name, String::new());
+            if !st.t[i].armed {
+                continue;
+            }
+            if s.comm.is_some() || s.pid.is_some() || s.task_flags.is_some() {
+                let info = task.get_or_insert_with(|| self.task_info(ctx));
+                let Some((comm, pid, flags)) = info else { continue };
+                if s.comm.as_ref().is_some_and(|c| c != comm)
+                    || s.pid.is_some_and(|p| p != *pid)
+                    || s.task_flags.is_some_and(|m| *flags & m == 0)
+                {
+                    continue;
+                }
+            }
+            let regs_ok = t.regs.iter().all(|(r, want)| {
+                let want = match want {
+                    Value::Num(n) => Some(*n),
+                    Value::Var(name) => st.vars.get(name).copied(),
+                };
+                want.is_some() && self.reg_value(ctx, &regs, *r) == want
+            });
+            if !regs_ok {
+                continue;
+            }
+            st.t[i].hits += 1;
+            let n = st.t[i].hits;
+            let count_ok = s.nth.is_none_or(|k| n == k) && s.every.is_none_or(|k| n % k == 0) && s.from.is_none_or(|k| n >= k);
+            if !count_ok {
+                continue;
+            }
+            if let Some(p) = s.probability {
+                let x = (splitmix(&mut st.rng) >> 11) as f64 / (1u64 << 53) as f64;
+                if x >= p {
+                    continue;
+                }
+            }
+            st.t[i].fires += 1;
+            if s.max_fires.is_some_and(|m| st.t[i].fires >= m) {
+                st.t[i].armed = false;
+            }
+            let mut detail = format!("at {} (hit {n})", t.site);
+            if let Some((comm, pid, _)) = task.get_or_insert_with(|| self.task_info(ctx)) {
+                detail.push_str(&format!(" {comm}[{pid}]"));
+            }
+            for (var, r) in &s.capture {
+                if let Some(val) = self.reg_value(ctx, &regs, *r) {
+                    st.vars.insert(var.clone(), val);
+                    detail.push_str(&format!(" ${var}={val:#x}"));
+                }
+            }
+            for (j, o) in self.triggers.iter().enumerate() {
+                if s.arm.contains(&o.spec.name) {
+                    st.t[j].armed = true;
+                }
+                if s.disarm.contains(&o.spec.name) {
+                    st.t[j].armed = false;
+                }
+            }
+            st.fired.push(s.name.clone());
+            self.trace.record(ctx.elapsed(), v, EventKind::Fire, &s.name, detail);
+            block_irq |= s.block_irq;
+            if action.is_none() && (s.stall.duration.is_some() || s.stall.until.is_some()) {
+                action = Some(i);
+            }
+        }
+        self.goal_check(&mut st);
+        self.cv.notify_all();
+        let Some(i) = action else {
+            return Resume { block_irq };
+        };
+        let s = &self.triggers[i].spec;
+        let stall = &s.stall;
+        let start = Instant::now();
+        if let Some(d) = stall.duration {
+            let d = self.draw(&mut st, d);
+            drop(st);
+            self.trace.record(ctx.elapsed(), v, EventKind::StallStart, &s.name, format!("{d:?}"));
+            let done = !self.wait(ctx, start + d, |_| false);
+            let why = if done { format!("{d:?} elapsed") } else { "VM stopping".into() };
+            self.trace.record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
+        } else if let (Some(until), Some(timeout)) = (&stall.until, stall.timeout) {
+            let j = self.triggers.iter().position(|t| &t.spec.name == until).expect("validated");
+            let before = st.t[j].fires;
+            let timeout = self.draw(&mut st, timeout);
+            let after = stall.after.map(|a| self.draw(&mut st, a));
+            drop(st);
+            self.trace.record(ctx.elapsed(), v, EventKind::StallStart, &s.name, format!("until {until}, timeout {timeout:?}"));
+            let met = self.wait(ctx, start + timeout, |st| st.t[j].fires > before);
+            let mut why = if met {
+                format!("{until} fired after {:?}", start.elapsed())
+            } else if ctx.stopping() {
+                "VM stopping".into()
+            } else {
+                format!("timeout {timeout:?}, {until} did not fire")
+            };
+            if let (true, Some(a)) = (met, after) {
+                self.wait(ctx, Instant::now() + a, |_| false);
+                why.push_str(&format!(", then {a:?}"));
+            }
+            self.trace.record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
+        }
+        if s.announce {
+            ctx.announce_pause();
+        }
+        self.trace.record(ctx.elapsed(), v, EventKind::Resume, &s.name, String::new());
+        Resume { block_irq }
+    }
+}

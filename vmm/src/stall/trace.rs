@@ -1,0 +1,119 @@
+//! The record of a run's injections: every hit, fire, stall start and end,
+//! and resume, with host timestamps and vCPU ids. Written as JSON lines and
+//! rendered as one column per vCPU, like the seed's `CPU A | CPU B` diagram.
+use serde::Serialize;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// A breakpoint hit that matched a trigger's site (before conditions).
+    Hit,
+    /// The trigger's conditions held: its action runs.
+    Fire,
+    StallStart,
+    /// The stall ended; `detail` says why (duration, until, timeout, stop).
+    StallEnd,
+    /// The vCPU re-enters the guest.
+    Resume,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Microseconds since the VM started.
+    pub t_us: u64,
+    pub vcpu: usize,
+    pub kind: EventKind,
+    pub trigger: String,
+    pub detail: String,
+}
+
+/// Bounded: plain hits of a hot site (try_to_wake_up) could be millions.
+pub struct Trace {
+    events: Mutex<Vec<Event>>,
+    hits_dropped: Mutex<u64>,
+}
+
+const MAX_EVENTS: usize = 200_000;
+
+impl Default for Trace {
+    fn default() -> Self {
+        Self { events: Mutex::new(Vec::new()), hits_dropped: Mutex::new(0) }
+    }
+}
+
+impl Trace {
+    pub fn record(&self, t: Duration, vcpu: usize, kind: EventKind, trigger: &str, detail: String) {
+        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if ev.len() >= MAX_EVENTS && kind == EventKind::Hit {
+            *self.hits_dropped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            return;
+        }
+        ev.push(Event { t_us: t.as_micros() as u64, vcpu, kind, trigger: trigger.into(), detail });
+    }
+
+    pub fn events(&self) -> Vec<Event> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn to_json_lines(&self) -> String {
+        self.events().iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect()
+    }
+}
+
+/// Two (or more) columns, one per vCPU, of everything but plain hits.
+pub fn diagram(events: &[Event], vcpus: usize) -> String {
+    const W: usize = 44;
+    let mut out = String::new();
+    out.push_str(&format!("{:>12} ", "time"));
+    for v in 0..vcpus {
+        out.push_str(&format!("| {:<W$}", format!("vCPU {v}")));
+    }
+    out.push('\n');
+    out.push_str(&format!("{:->12}-", ""));
+    for _ in 0..vcpus {
+        out.push_str(&format!("+-{:-<W$}", ""));
+    }
+    out.push('\n');
+    for e in events.iter().filter(|e| e.kind != EventKind::Hit) {
+        let what = match e.kind {
+            EventKind::Fire => format!("{} fires {}", e.trigger, e.detail),
+            EventKind::StallStart => format!("  stalled ({})", e.detail),
+            EventKind::StallEnd => format!("  stall ends: {}", e.detail),
+            EventKind::Resume => "  runs on".to_string(),
+            EventKind::Hit => unreachable!(),
+        };
+        let mut what: String = what.chars().take(W).collect();
+        what.push_str(&" ".repeat(W.saturating_sub(what.chars().count())));
+        out.push_str(&format!("{:>9.3} ms ", e.t_us as f64 / 1000.0));
+        for v in 0..vcpus {
+            if v == e.vcpu {
+                out.push_str(&format!("| {what}"));
+            } else {
+                out.push_str(&format!("| {:W$}", ""));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns() {
+        let t = Trace::default();
+        t.record(Duration::from_micros(1500), 1, EventKind::Fire, "w", "rsi=T".into());
+        t.record(Duration::from_micros(1600), 0, EventKind::StallEnd, "t", "until w".into());
+        t.record(Duration::from_micros(1700), 0, EventKind::Hit, "t", String::new());
+        let d = diagram(&t.events(), 2);
+        let lines: Vec<&str> = d.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[2].contains("| w fires"));
+        assert!(lines[2].find("w fires").unwrap() > lines[3].find("stall ends").unwrap());
+        assert_eq!(t.to_json_lines().lines().count(), 3);
+    }
+}
