@@ -2,7 +2,10 @@
 use super::UsageError;
 use crate::boot::{self, artifacts, verdict, BootConfig};
 use crate::devices::ConsoleConfig;
+use crate::debug::symbols::Symbols;
 use crate::host::HostProfile;
+use crate::stall::trace::diagram;
+use crate::stall::{Engine, EngineConfig, EventKind, TriggerSpec};
 use crate::vstate::VmConfig;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,6 +39,17 @@ pub struct BootArgs {
     /// Print the verdict as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Breakpoint trigger (repeatable):
+    /// SITE[,vcpu=N][,nth=K|every=K|from=K][,prob=P][,stall=DUR|until=NAME,timeout=DUR[,after=DUR]]
+    /// [,name=X][,comm=S][,pid=N][,REG=VALUE|$VAR][,capture=VAR:REG][,blockirq][,announce]
+    #[arg(long = "break", value_name = "SITE[,OPTS]")]
+    pub breaks: Vec<String>,
+    /// Write the injection trace (JSON lines) here.
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+    /// Seed for probabilities and random stall durations.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 impl BootArgs {
@@ -57,13 +71,48 @@ impl BootArgs {
     }
 }
 
+/// The stall engine for `--break` triggers, if any.
+pub fn engine(cfg: &BootConfig, breaks: &[String], seed: u64) -> Result<Option<Arc<Engine>>, UsageError> {
+    if breaks.is_empty() {
+        return Ok(None);
+    }
+    let specs = breaks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| TriggerSpec::parse_break(b, i))
+        .collect::<Result<Vec<_>, _>>()?;
+    let vmlinux = cfg.kernel.vmlinux.as_ref().ok_or(UsageError(format!(
+        "--break needs the kernel's vmlinux for symbols; none next to {}",
+        cfg.kernel.path.display()
+    )))?;
+    let syms = Symbols::load(vmlinux)?;
+    let ecfg = EngineConfig { vcpus: cfg.vm.vcpus, seed, hw_slots: 4, goal: vec![], disarm_on_goal: false };
+    Ok(Some(Arc::new(Engine::new(specs, &syms, ecfg)?)))
+}
+
 pub fn run(a: BootArgs) -> Result<i32, UsageError> {
     let profile = HostProfile::probe();
     let cfg = a.config(&profile)?;
+    let engine = engine(&cfg, &a.breaks, a.seed)?;
     eprintln!("preemptor: host profile {}; kernel {}", profile.name(), cfg.kernel.path.display());
-    let out = boot::run(&cfg, &profile, None)?;
+    if let Some(e) = &engine {
+        for (name, site, addr) in e.sites() {
+            eprintln!("preemptor: trigger {name} at {site} ({addr:#x})");
+        }
+    }
+    let handler = engine.clone().map(|e| e as Arc<dyn crate::vstate::DebugHandler>);
+    let out = boot::run(&cfg, &profile, handler)?;
     let v = verdict::verdict(&out);
     let m = verdict::markers(&out);
+    if let Some(e) = &engine {
+        if let Some(p) = &a.trace {
+            std::fs::write(p, e.trace.to_json_lines()).map_err(|err| UsageError(format!("{}: {err}", p.display())))?;
+        }
+        let events = e.trace.events();
+        if events.iter().any(|e| e.kind != EventKind::Hit) {
+            eprint!("{}", diagram(&events, cfg.vm.vcpus));
+        }
+    }
     if a.json {
         let j = serde_json::json!({"verdict": v, "markers": m, "end": out.end.to_string(), "seconds": out.elapsed.as_secs_f64()});
         println!("{j}");

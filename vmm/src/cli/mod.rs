@@ -1,6 +1,8 @@
 //! The `preemptor` command line. Exit status: 0 success, 1 the guest
 //! crashed / hung / failed, 2 usage or setup error (one line on stderr).
 pub mod boot;
+pub mod report;
+pub mod symbols;
 
 use clap::{Parser, Subcommand};
 
@@ -15,6 +17,10 @@ struct Cli {
 enum Cmd {
     /// Boot a guest kernel and run one workload.
     Boot(boot::BootArgs),
+    /// Look up a guest-kernel function or site; disassemble it.
+    Symbols(symbols::SymbolsArgs),
+    /// Classify kernel console logs (crash or not, syzkaller-style title).
+    Report(report::ReportArgs),
 }
 
 /// A failure that is the user's or the setup's, not the guest's: exit 2.
@@ -42,6 +48,8 @@ pub fn main() -> i32 {
     };
     let res = match cli.cmd {
         Cmd::Boot(a) => boot::run(a),
+        Cmd::Symbols(a) => symbols::run(a),
+        Cmd::Report(a) => report::run(a),
     };
     match res {
         Ok(code) => code,
