@@ -11,5 +11,6 @@ pub mod debug;
 pub mod devices;
 pub mod host;
 pub mod report;
+pub mod scenario;
 pub mod stall;
 pub mod vstate;

@@ -164,7 +164,12 @@ pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn Debu
     }
 
     let end = loop {
-        if let Some(end) = shared.wait(Duration::from_millis(50)) {
+        let (due, next) = shared.irq_blocks_due();
+        for v in due {
+            let _ = threads[v].kill(SIGRTMIN());
+        }
+        let slice = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_millis(50));
+        if let Some(end) = shared.wait(slice.clamp(Duration::from_micros(200), Duration::from_millis(50))) {
             break end;
         }
         if INTERRUPTED.swap(false, Ordering::SeqCst) {

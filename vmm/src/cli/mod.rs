@@ -2,6 +2,7 @@
 //! crashed / hung / failed, 2 usage or setup error (one line on stderr).
 pub mod boot;
 pub mod report;
+pub mod run;
 pub mod symbols;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,8 @@ struct Cli {
 enum Cmd {
     /// Boot a guest kernel and run one workload.
     Boot(boot::BootArgs),
+    /// Run a scenario file N times: verdicts, crash rate, titles.
+    Run(run::RunArgs),
     /// Look up a guest-kernel function or site; disassemble it.
     Symbols(symbols::SymbolsArgs),
     /// Classify kernel console logs (crash or not, syzkaller-style title).
@@ -48,6 +51,7 @@ pub fn main() -> i32 {
     };
     let res = match cli.cmd {
         Cmd::Boot(a) => boot::run(a),
+        Cmd::Run(a) => run::run(a),
         Cmd::Symbols(a) => symbols::run(a),
         Cmd::Report(a) => report::run(a),
     };

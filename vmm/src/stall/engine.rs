@@ -53,6 +53,7 @@ struct Trigger {
 #[derive(Clone, Copy)]
 struct TState {
     armed: bool,
+    stalling: bool,
     hits: u64,
     fires: u64,
 }
@@ -108,7 +109,7 @@ impl Engine {
             if let Some(&v) = s.vcpus.iter().find(|&&v| v >= cfg.vcpus) {
                 return Err(Error::Vcpu(s.name.clone(), v, cfg.vcpus));
             }
-            for other in s.arm.iter().chain(&s.disarm).chain(s.stall.until.iter()).chain(cfg.goal.iter()) {
+            for other in s.arm.iter().chain(&s.disarm).chain(s.stall.until.iter()).chain(s.during.iter()).chain(cfg.goal.iter()) {
                 if !names.contains(&other.as_str()) {
                     return Err(Error::UnknownTrigger(s.name.clone(), other.clone()));
                 }
@@ -175,7 +176,7 @@ impl Engine {
             Err(_) => None,
         };
         let state = State {
-            t: triggers.iter().map(|t| TState { armed: !t.spec.disarmed, hits: 0, fires: 0 }).collect(),
+            t: triggers.iter().map(|t| TState { armed: !t.spec.disarmed, stalling: false, hits: 0, fires: 0 }).collect(),
             vars: HashMap::new(),
             rng: cfg.seed ^ 0x5eed,
             fired: Vec::new(),
@@ -186,6 +187,10 @@ impl Engine {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn index(&self, name: &str) -> usize {
+        self.triggers.iter().position(|t| t.spec.name == name).expect("trigger names are validated")
     }
 
     /// Whether the interleaving goal was reached in this run.
@@ -307,7 +312,7 @@ impl DebugHandler for Engine {
         let regs = ctx.regs();
         let mut task: Option<Option<(String, u32, u64)>> = None;
         let mut action: Option<usize> = None;
-        let mut block_irq = false;
+        let mut block_irq: Option<Duration2> = None;
         let mut st = self.lock();
         for (i, t) in self.triggers.iter().enumerate() {
             let s = &t.spec;
@@ -317,6 +322,12 @@ impl DebugHandler for Engine {
             self.trace.record(ctx.elapsed(), v, EventKind::Hit, &s.name, String::new());
             if !st.t[i].armed {
                 continue;
+            }
+            if let Some(d) = &s.during {
+                let j = self.index(d);
+                if !st.t[j].stalling {
+                    continue;
+                }
             }
             if s.comm.is_some() || s.pid.is_some() || s.task_flags.is_some() {
                 let info = task.get_or_insert_with(|| self.task_info(ctx));
@@ -374,19 +385,21 @@ impl DebugHandler for Engine {
             }
             st.fired.push(s.name.clone());
             self.trace.record(ctx.elapsed(), v, EventKind::Fire, &s.name, detail);
-            block_irq |= s.block_irq;
+            block_irq = block_irq.or(s.block_irq);
             if action.is_none() && (s.stall.duration.is_some() || s.stall.until.is_some()) {
                 action = Some(i);
             }
         }
         self.goal_check(&mut st);
         self.cv.notify_all();
+        let block_irq = block_irq.map(|d| self.draw(&mut st, d));
         let Some(i) = action else {
             return Resume { block_irq };
         };
         let s = &self.triggers[i].spec;
         let stall = &s.stall;
         let start = Instant::now();
+        st.t[i].stalling = true;
         if let Some(d) = stall.duration {
             let d = self.draw(&mut st, d);
             drop(st);
@@ -395,7 +408,7 @@ impl DebugHandler for Engine {
             let why = if done { format!("{d:?} elapsed") } else { "VM stopping".into() };
             self.trace.record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         } else if let (Some(until), Some(timeout)) = (&stall.until, stall.timeout) {
-            let j = self.triggers.iter().position(|t| &t.spec.name == until).expect("validated");
+            let j = self.index(until);
             let before = st.t[j].fires;
             let timeout = self.draw(&mut st, timeout);
             let after = stall.after.map(|a| self.draw(&mut st, a));
@@ -415,6 +428,7 @@ impl DebugHandler for Engine {
             }
             self.trace.record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         }
+        self.lock().t[i].stalling = false;
         if s.announce {
             ctx.announce_pause();
         }

@@ -170,6 +170,8 @@ pub struct TriggerSpec {
     pub probability: Option<f64>,
     /// At most this many fires (then the trigger disarms itself).
     pub max_fires: Option<u64>,
+    /// Fire only while trigger NAME's stall is in progress (on another vCPU).
+    pub during: Option<String>,
     /// Current task's `comm` must equal this.
     pub comm: Option<String>,
     /// Current task's pid must equal this.
@@ -184,9 +186,9 @@ pub struct TriggerSpec {
     pub capture: std::collections::BTreeMap<String, Reg>,
     #[serde(default)]
     pub stall: StallSpec,
-    /// Keep interrupts off on this vCPU after the action, until its next hit.
-    #[serde(default)]
-    pub block_irq: bool,
+    /// Keep interrupts off on this vCPU after the action, for at most this
+    /// long or until its next breakpoint hit.
+    pub block_irq: Option<Duration2>,
     /// Tell the guest it was paused (KVM_KVMCLOCK_CTRL); an SMI would not.
     #[serde(default)]
     pub announce: bool,
@@ -210,13 +212,14 @@ impl TriggerSpec {
             from: None,
             probability: None,
             max_fires: None,
+            during: None,
             comm: None,
             pid: None,
             task_flags: None,
             regs: Default::default(),
             capture: Default::default(),
             stall: StallSpec::default(),
-            block_irq: false,
+            block_irq: None,
             announce: false,
             disarmed: false,
             arm: vec![],
@@ -253,6 +256,7 @@ impl TriggerSpec {
                 "until" => t.stall.until = Some(v.into()),
                 "timeout" => t.stall.timeout = Some(dur(v)?),
                 "after" => t.stall.after = Some(dur(v)?),
+                "during" => t.during = Some(v.into()),
                 "comm" => t.comm = Some(v.into()),
                 "pid" => t.pid = Some(num(k, v)? as u32),
                 "task_flags" => t.task_flags = Some(v.parse::<Value>().ok().and_then(|x| match x {
@@ -266,7 +270,7 @@ impl TriggerSpec {
                 "arm" => t.arm.push(v.into()),
                 "disarm" => t.disarm.push(v.into()),
                 "disarmed" => t.disarmed = true,
-                "blockirq" => t.block_irq = true,
+                "blockirq" => t.block_irq = Some(dur(v)?),
                 "announce" => t.announce = true,
                 r if r.parse::<Reg>().is_ok() => {
                     t.regs.insert(r.into(), v.parse().map_err(e)?);
@@ -306,9 +310,9 @@ mod tests {
         assert_eq!(t.name, "w");
         assert_eq!(t.regs.get("rsi"), Some(&Value::Var("T".into())));
         assert_eq!(t.stall.until.as_deref(), Some("dead"));
-        let t = TriggerSpec::parse_break("f,capture=T:current,blockirq", 1).unwrap();
+        let t = TriggerSpec::parse_break("f,capture=T:current,blockirq=5ms", 1).unwrap();
         assert_eq!(t.capture.get("T"), Some(&Reg::Current));
-        assert!(t.block_irq);
+        assert_eq!(t.block_irq, Some(Duration2::fixed(Duration::from_millis(5))));
         assert!(TriggerSpec::parse_break("f,bogus=1", 0).unwrap_err().to_string().contains("unknown key 'bogus'"));
         assert!(TriggerSpec::parse_break(",nth=1", 0).is_err());
     }

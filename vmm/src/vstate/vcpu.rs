@@ -50,6 +50,9 @@ impl std::fmt::Display for End {
 /// State shared by the vCPU threads and the thread that waits for the end.
 pub struct RunShared {
     stop: AtomicBool,
+    /// vCPUs running with interrupts blocked, and until when: the waiting
+    /// thread kicks them out of KVM_RUN then, as nothing else may.
+    irq_blocks: Mutex<Vec<(usize, Instant)>>,
     end: Mutex<Option<End>>,
     cv: Condvar,
     pub start: Instant,
@@ -57,7 +60,7 @@ pub struct RunShared {
 
 impl RunShared {
     pub fn new(start: Instant) -> Self {
-        Self { stop: AtomicBool::new(false), end: Mutex::new(None), cv: Condvar::new(), start }
+        Self { stop: AtomicBool::new(false), irq_blocks: Mutex::new(Vec::new()), end: Mutex::new(None), cv: Condvar::new(), start }
     }
 
     pub fn stopping(&self) -> bool {
@@ -81,6 +84,23 @@ impl RunShared {
         g.clone()
     }
 
+    fn set_irq_block(&self, vcpu: usize, until: Option<Instant>) {
+        let mut g = self.irq_blocks.lock().unwrap_or_else(|e| e.into_inner());
+        g.retain(|(v, _)| *v != vcpu);
+        if let Some(t) = until {
+            g.push((vcpu, t));
+        }
+    }
+
+    /// vCPUs whose interrupt block has expired (to be kicked), and the
+    /// next expiry.
+    pub fn irq_blocks_due(&self) -> (Vec<usize>, Option<Instant>) {
+        let g = self.irq_blocks.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let due = g.iter().filter(|(_, t)| *t <= now).map(|(v, _)| *v).collect();
+        (due, g.iter().map(|(_, t)| *t).filter(|t| *t > now).min())
+    }
+
     pub fn end(&self) -> Option<End> {
         self.end.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -89,10 +109,12 @@ impl RunShared {
 /// What a handler wants after a hit, once it returns.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Resume {
-    /// Keep interrupt injection off (`KVM_GUESTDBG_BLOCKIRQ`) until this
-    /// vCPU's next breakpoint hit: interrupts that fell due while it was
-    /// stalled would otherwise be injected the moment it resumes.
-    pub block_irq: bool,
+    /// Keep interrupt injection off (`KVM_GUESTDBG_BLOCKIRQ`) for at most
+    /// this long, or until this vCPU's next breakpoint hit: interrupts that
+    /// fell due while it was stalled would otherwise be injected the moment
+    /// it resumes. Bounded, because a vCPU that never takes an interrupt
+    /// again stops the whole guest (IPIs, ticks).
+    pub block_irq: Option<Duration>,
 }
 
 /// The vCPU loop's view of guest debugging. Implemented by the stall engine.
@@ -214,8 +236,13 @@ impl VcpuRunner {
             }
         }
         let mut stepping = false;
-        let mut block_irq = false;
+        let mut block_until: Option<Instant> = None;
         while !self.shared.stopping() {
+            if block_until.is_some_and(|t| t <= Instant::now()) && !stepping {
+                block_until = None;
+                self.shared.set_irq_block(self.index, None);
+                self.set_debug(guest_debug(&bps, false, false));
+            }
             let exit = match self.fd.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -243,7 +270,7 @@ impl VcpuRunner {
                     if stepping {
                         // Stepped past the breakpointed instruction: re-arm.
                         stepping = false;
-                        self.set_debug(guest_debug(&bps, false, block_irq));
+                        self.set_debug(guest_debug(&bps, false, block_until.is_some()));
                     } else if let Some(h) = self.handler.clone() {
                         let slot = (arch.dr6 & 0xf).trailing_zeros() as usize;
                         if slot > 3 || arch.dr6 & DR6_BS != 0 {
@@ -252,7 +279,8 @@ impl VcpuRunner {
                         let mut ctx =
                             VcpuCtx { index: self.index, fd: &self.fd, mem: &self.mem, shared: &self.shared };
                         let r = h.on_hit(&mut ctx, slot);
-                        block_irq = r.block_irq;
+                        block_until = r.block_irq.map(|d| Instant::now() + d);
+                        self.shared.set_irq_block(self.index, block_until);
                         // RFLAGS.RF is ignored on some hosts (kvm_pvm), so step
                         // over the instruction with the breakpoints off, IRQs
                         // blocked so the step lands on the next instruction.

@@ -1,0 +1,248 @@
+//! Runs of a scenario: boot the guest with the scenario's triggers (or none,
+//! for the baseline), take the verdict, and decide whether the run counts.
+use super::{Error as ScnError, Expect, Scenario};
+use crate::boot::{self, artifacts, verdict, verdict::Verdict, BootConfig};
+use crate::debug::symbols::Symbols;
+use crate::devices::ConsoleConfig;
+use crate::host::HostProfile;
+use crate::stall::{trace, Engine, EngineConfig, Event};
+use crate::vstate::{DebugHandler, VmConfig};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Scenario(#[from] ScnError),
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::Error),
+    #[error(transparent)]
+    Boot(#[from] boot::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything fixed across the runs of one (scenario, kernel, mode).
+pub struct Prepared {
+    pub scenario: Scenario,
+    pub kernel_name: String,
+    pub inject: bool,
+    pub profile: HostProfile,
+    boot: BootConfig,
+    symbols: Option<Symbols>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub index: usize,
+    pub seed: u64,
+    pub verdict: Verdict,
+    /// The interleaving goal was reached (always true without injection).
+    pub goal_reached: bool,
+    /// Counts for the kernel: a crash or hang, or a clean run that reached
+    /// the goal. Host errors and clean runs short of the goal do not.
+    pub conclusive: bool,
+    pub seconds: f64,
+    pub fired: Vec<String>,
+    #[serde(skip)]
+    pub events: Vec<Event>,
+    #[serde(skip)]
+    pub diagram: String,
+}
+
+pub fn prepare(scenario: Scenario, kernel: &str, inject: bool) -> Result<Prepared, Error> {
+    let profile = HostProfile::probe();
+    let k = artifacts::resolve_kernel(kernel)?;
+    if !artifacts::WORKLOADS.contains(&scenario.guest.workload.as_str()) {
+        return Err(scenario
+            .error_at_key("workload", format!("unknown workload '{}'", scenario.guest.workload))
+            .into());
+    }
+    let g = &scenario.guest;
+    let boot = BootConfig {
+        kernel: k.clone(),
+        initramfs: Arc::new(artifacts::build_initramfs(&artifacts::guest_bin_dir())?),
+        cmdline: boot::cmdline(&profile, &g.workload, &g.args, &g.cmdline),
+        vm: VmConfig { vcpus: g.vcpus, mem_mib: g.memory },
+        timeout: Duration::from_secs(g.timeout),
+        console: ConsoleConfig::default(),
+    };
+    let symbols = if inject && !scenario.triggers.is_empty() {
+        let v = k.vmlinux.as_ref().ok_or(Error::Other(format!("no vmlinux next to {}", k.path.display())))?;
+        Some(Symbols::load(v).map_err(|e| Error::Other(e.to_string()))?)
+    } else {
+        None
+    };
+    let p = Prepared { scenario, kernel_name: kernel.to_string(), inject, profile, boot, symbols };
+    p.engine(0)?; // validate triggers against this kernel before any boot
+    Ok(p)
+}
+
+impl Prepared {
+    fn engine(&self, seed: u64) -> Result<Option<Arc<Engine>>, Error> {
+        let Some(syms) = &self.symbols else { return Ok(None) };
+        let s = &self.scenario;
+        let cfg = EngineConfig {
+            vcpus: s.guest.vcpus,
+            seed,
+            hw_slots: 4,
+            goal: s.goal.sequence.clone(),
+            disarm_on_goal: s.goal.disarm_on_goal,
+        };
+        Engine::new(s.triggers.clone(), syms, cfg).map(|e| Some(Arc::new(e))).map_err(|e| {
+            let name = match &e {
+                crate::stall::engine::Error::Site(n, ..)
+                | crate::stall::engine::Error::ManySites(n, ..)
+                | crate::stall::engine::Error::Vcpu(n, ..)
+                | crate::stall::engine::Error::UnknownTrigger(n, ..)
+                | crate::stall::engine::Error::UnknownVar(n, ..)
+                | crate::stall::engine::Error::Invalid(n, ..)
+                | crate::stall::engine::Error::DuplicateName(n) => Some(n.clone()),
+                _ => None,
+            };
+            match name {
+                Some(n) => s.error_at_trigger(&n, e.to_string()).into(),
+                None => s.error_at_key("[[trigger]]", e.to_string()).into(),
+            }
+        })
+    }
+
+    /// Resolved trigger sites: (name, func+off, address).
+    pub fn sites(&self) -> Vec<(String, String, u64)> {
+        self.engine(0).ok().flatten().map(|e| e.sites()).unwrap_or_default()
+    }
+
+    /// What this kernel should do: `--expect`, else the scenario's
+    /// expectation for this kernel name; without injection always clean.
+    pub fn expectation(&self, over: Option<Expect>) -> Option<Expect> {
+        over.or(if self.inject { self.scenario.expect.get(&self.kernel_name).copied() } else { Some(Expect::Clean) })
+    }
+
+    /// One run. With `out`, keeps its console log, trace, verdict and diagram there.
+    pub fn run_once(&self, index: usize, seed: u64, out: Option<&Path>) -> Result<RunResult, Error> {
+        let engine = self.engine(seed)?;
+        let mut cfg = self.boot.clone();
+        if let Some(dir) = out {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+            cfg.console.log = Some(dir.join("console.log"));
+        }
+        let handler = engine.clone().map(|e| e as Arc<dyn DebugHandler>);
+        let o = boot::run(&cfg, &self.profile, handler)?;
+        let v = verdict::verdict(&o);
+        let goal_reached = engine.as_ref().is_none_or(|e| e.goal_reached());
+        let conclusive = match &v {
+            Verdict::Crash { .. } | Verdict::Hang | Verdict::WorkloadFailed { .. } => true,
+            Verdict::Clean => goal_reached,
+            Verdict::HostError { .. } | Verdict::Interrupted => false,
+        };
+        let events = engine.as_ref().map(|e| e.trace.events()).unwrap_or_default();
+        let diagram = trace::diagram(&events, cfg.vm.vcpus);
+        let r = RunResult {
+            index,
+            seed,
+            verdict: v,
+            goal_reached,
+            conclusive,
+            seconds: o.elapsed.as_secs_f64(),
+            fired: engine.as_ref().map(|e| e.fired()).unwrap_or_default(),
+            events,
+            diagram,
+        };
+        if let Some(dir) = out {
+            let w = |name: &str, data: String| {
+                std::fs::write(dir.join(name), data).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))
+            };
+            if let Some(e) = &engine {
+                w("trace.jsonl", e.trace.to_json_lines())?;
+            }
+            w("verdict.json", serde_json::to_string_pretty(&r).unwrap_or_default())?;
+            w("diagram.txt", r.diagram.clone())?;
+        }
+        Ok(r)
+    }
+}
+
+/// Summary of several runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub runs: usize,
+    pub conclusive: usize,
+    pub crashes: usize,
+    pub clean: usize,
+    pub hangs: usize,
+    pub host_errors: usize,
+    pub inconclusive: usize,
+    /// Crash rate over conclusive runs, with a Wilson 95% interval.
+    pub crash_rate: Option<f64>,
+    pub crash_rate_ci95: Option<(f64, f64)>,
+    pub titles: Vec<(String, usize)>,
+    pub mean_seconds: f64,
+}
+
+pub fn wilson(k: usize, n: usize) -> Option<(f64, f64)> {
+    if n == 0 {
+        return None;
+    }
+    let (k, n, z) = (k as f64, n as f64, 1.96f64);
+    let p = k / n;
+    let d = 1.0 + z * z / n;
+    let c = (p + z * z / (2.0 * n)) / d;
+    let h = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / d;
+    Some(((c - h).max(0.0), (c + h).min(1.0)))
+}
+
+pub fn summarize(rs: &[RunResult]) -> Summary {
+    let conclusive: Vec<&RunResult> = rs.iter().filter(|r| r.conclusive).collect();
+    let crashes = conclusive.iter().filter(|r| matches!(r.verdict, Verdict::Crash { .. })).count();
+    let mut titles: Vec<(String, usize)> = Vec::new();
+    for r in rs {
+        if let Verdict::Crash { title, .. } = &r.verdict {
+            match titles.iter_mut().find(|(t, _)| t == title) {
+                Some((_, n)) => *n += 1,
+                None => titles.push((title.clone(), 1)),
+            }
+        }
+    }
+    titles.sort_by(|a, b| b.1.cmp(&a.1));
+    let n = conclusive.len();
+    Summary {
+        runs: rs.len(),
+        conclusive: n,
+        crashes,
+        clean: rs.iter().filter(|r| r.verdict == Verdict::Clean).count(),
+        hangs: rs.iter().filter(|r| r.verdict == Verdict::Hang).count(),
+        host_errors: rs.iter().filter(|r| matches!(r.verdict, Verdict::HostError { .. })).count(),
+        inconclusive: rs.len() - n,
+        crash_rate: (n > 0).then(|| crashes as f64 / n as f64),
+        crash_rate_ci95: wilson(crashes, n),
+        titles,
+        mean_seconds: if rs.is_empty() { 0.0 } else { rs.iter().map(|r| r.seconds).sum::<f64>() / rs.len() as f64 },
+    }
+}
+
+/// Whether the runs meet the expectation: every conclusive run matches it
+/// and at least 90% of runs were conclusive.
+pub fn meets(rs: &[RunResult], expect: Expect) -> bool {
+    let s = summarize(rs);
+    let all_match = rs.iter().filter(|r| r.conclusive).all(|r| match expect {
+        Expect::Crash => matches!(r.verdict, Verdict::Crash { .. }),
+        Expect::Clean => r.verdict == Verdict::Clean,
+    });
+    s.runs > 0 && all_match && s.conclusive * 10 >= s.runs * 9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval() {
+        let (lo, hi) = wilson(20, 20).unwrap();
+        assert!(lo > 0.83 && lo < 0.85 && hi == 1.0, "{lo} {hi}");
+        let (lo, hi) = wilson(0, 20).unwrap();
+        assert!(lo == 0.0 && hi > 0.16 && hi < 0.17, "{lo} {hi}");
+        assert!(wilson(0, 0).is_none());
+    }
+}
