@@ -1,1 +1,58 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: they run the real `preemptor`
+//! binary against real KVM and the real guest kernels.
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The binary under test: `PREEMPTOR_BIN`, else the workspace's release build.
+pub fn bin() -> PathBuf {
+    let p = std::env::var_os("PREEMPTOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/release/preemptor"));
+    assert!(p.exists(), "{} is missing: build it with `cargo build --release -p preemptor` (./test.sh does)", p.display());
+    p
+}
+
+/// Fail loudly, never skip, when there is no KVM to test against.
+pub fn require_kvm() {
+    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
+    if let Err(e) = kvm {
+        panic!("KVM end-to-end tests cannot run: /dev/kvm: {e}. Run them on a KVM host.");
+    }
+}
+
+pub fn preemptor(args: &[&str]) -> Output {
+    let out = Command::new(bin()).args(args).current_dir(root()).output().expect("run preemptor");
+    eprintln!(
+        "$ preemptor {}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        out.status.code()
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    let s = stdout(o);
+    let line = s.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in stdout: {s}"));
+    serde_json::from_str(line).expect("JSON")
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("preemptor-e2e-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

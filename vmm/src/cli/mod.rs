@@ -1,6 +1,8 @@
 //! The `preemptor` command line. Exit status: 0 success, 1 the guest
 //! crashed / hung / failed, 2 usage or setup error (one line on stderr).
+pub mod bench;
 pub mod boot;
+pub mod demo;
 pub mod report;
 pub mod run;
 pub mod symbols;
@@ -18,6 +20,10 @@ struct Cli {
 enum Cmd {
     /// Boot a guest kernel and run one workload.
     Boot(boot::BootArgs),
+    /// The main job: the seed scenario on both kernels, with and without injection.
+    Demo(demo::DemoArgs),
+    /// Benchmarks that print figures (boot time against QEMU).
+    Bench(bench::BenchArgs),
     /// Run a scenario file N times: verdicts, crash rate, titles.
     Run(run::RunArgs),
     /// Look up a guest-kernel function or site; disassemble it.
@@ -52,6 +58,8 @@ pub fn main() -> i32 {
     let res = match cli.cmd {
         Cmd::Boot(a) => boot::run(a),
         Cmd::Run(a) => run::run(a),
+        Cmd::Demo(a) => demo::run(a),
+        Cmd::Bench(a) => bench::run(a),
         Cmd::Symbols(a) => symbols::run(a),
         Cmd::Report(a) => report::run(a),
     };

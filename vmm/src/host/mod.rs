@@ -33,6 +33,9 @@ pub struct HostProfile {
     pub extra_cmdline: &'static str,
     /// Instructions the host's emulator fails on that the VMM completes.
     pub fixes_emulation: bool,
+    /// QEMU's `-cpu` for the boot benchmark's baseline: `host` aborts on
+    /// kvm_pvm (it cannot set MSR 0x10a).
+    pub qemu_cpu: &'static str,
 }
 
 /// What to do about an instruction the host failed to emulate.
@@ -60,8 +63,13 @@ clearcpuid=308,534,151,158,306,59 preemptor_kvm_pvm rcupdate.rcu_cpu_stall_suppr
 impl HostProfile {
     pub fn for_kind(kind: HostKind) -> Self {
         match kind {
-            HostKind::Standard => Self { kind, extra_cmdline: "", fixes_emulation: false },
-            HostKind::KvmPvm => Self { kind, extra_cmdline: KVM_PVM_CMDLINE, fixes_emulation: true },
+            HostKind::Standard => Self { kind, extra_cmdline: "", fixes_emulation: false, qemu_cpu: "host" },
+            HostKind::KvmPvm => Self {
+                kind,
+                extra_cmdline: KVM_PVM_CMDLINE,
+                fixes_emulation: true,
+                qemu_cpu: "qemu64,+xsaveerptr",
+            },
         }
     }
 

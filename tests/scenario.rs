@@ -1,0 +1,57 @@
+//! The seed scenario end to end: one injected run per kernel, one baseline.
+use preemptor_e2e::*;
+
+const SCN: &str = "scenarios/do-exit-race.toml";
+
+fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["run", SCN, "--kernel", kernel, "--runs", "1", "--json"];
+    args.extend_from_slice(extra);
+    let o = preemptor(&args);
+    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+    json(&o)
+}
+
+#[test]
+fn reverted_kernel_crashes_in_do_task_dead() {
+    require_kvm();
+    let j = run1("reverted", &[]);
+    let r = &j["runs"][0];
+    assert_eq!(r["goal_reached"], true, "the race window was reached");
+    assert_eq!(r["verdict"]["verdict"], "crash");
+    assert_eq!(r["verdict"]["title"], "kernel BUG in do_task_dead");
+    assert_eq!(j["ok"], true);
+}
+
+#[test]
+fn fixed_kernel_survives_the_same_interleaving() {
+    require_kvm();
+    let j = run1("fixed", &[]);
+    let r = &j["runs"][0];
+    assert_eq!(r["goal_reached"], true, "the race window was reached");
+    assert_eq!(r["verdict"]["verdict"], "clean");
+    assert_eq!(j["ok"], true);
+}
+
+#[test]
+fn reverted_kernel_without_injection_is_clean() {
+    require_kvm();
+    let j = run1("reverted", &["--no-inject"]);
+    assert_eq!(j["runs"][0]["verdict"]["verdict"], "clean");
+    assert_eq!(j["ok"], true);
+}
+
+#[test]
+fn scenario_errors_name_file_line_and_key() {
+    let d = tmp("badscn");
+    let f = d.join("bad.toml");
+    std::fs::write(&f, "name = \"x\"\n[guest]\nworkload = \"hello\"\n\n[[trigger]]\nname = \"a\"\nsite = \"try_to_wake_up\"\nvcpu = [1]\n").unwrap();
+    let o = preemptor(&["run", f.to_str().unwrap(), "--kernel", "fixed"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("bad.toml:8:") && e.contains("vcpu"), "{e}");
+    std::fs::write(&f, "name = \"x\"\n[guest]\nworkload = \"hello\"\n\n[[trigger]]\nname = \"a\"\nsite = \"try_to_wake_up\"\nvcpus = [7]\n").unwrap();
+    let o = preemptor(&["run", f.to_str().unwrap(), "--kernel", "fixed"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("bad.toml:6:") && e.contains("vCPU 7"), "{e}");
+}

@@ -1,0 +1,123 @@
+//! `preemptor bench`: figures, not assertions. `bench boot` times this VMM
+//! against QEMU's microvm on the same kernel, initramfs and command line,
+//! alternating runs, to the init's first line.
+use super::UsageError;
+use crate::boot::{self, artifacts, verdict, BootConfig};
+use crate::devices::ConsoleConfig;
+use crate::host::HostProfile;
+use crate::vstate::VmConfig;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+#[derive(clap::Subcommand)]
+pub enum BenchWhat {
+    /// Median time to the init's first line: preemptor vs QEMU microvm.
+    Boot {
+        #[arg(long, default_value = "fixed")]
+        kernel: String,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 2)]
+        vcpus: usize,
+        #[arg(long, default_value_t = 128)]
+        memory: u64,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn ensure_qemu() -> Result<(), UsageError> {
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("preemptor: installing qemu-system-x86 (the baseline) with apt");
+    let ok = Command::new("sh")
+        .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok { Ok(()) } else { Err(UsageError("cannot install qemu-system-x86 for the baseline".into())) }
+}
+
+/// Seconds from QEMU's start to the init's first marker on its serial.
+fn qemu_once(cpu: &str, vmlinux: &std::path::Path, initrd: &std::path::Path, cmdline: &str, vcpus: usize, mem: u64, timeout: Duration) -> Result<f64, UsageError> {
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", cpu, "-nodefaults", "-no-user-config", "-nographic"])
+        .args(["-smp", &vcpus.to_string(), "-m", &format!("{mem}M"), "-serial", "stdio", "-no-reboot"])
+        .arg("-kernel")
+        .arg(vmlinux)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", cmdline])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| UsageError(format!("qemu-system-x86_64: {e}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(crate::devices::console::MARK) {
+                let _ = tx.send(start.elapsed().as_secs_f64());
+                return;
+            }
+        }
+    });
+    let r = rx.recv_timeout(timeout);
+    let _ = child.kill();
+    let _ = child.wait();
+    r.map_err(|_| UsageError(format!("QEMU did not reach init within {timeout:?}")))
+}
+
+pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
+    let BenchWhat::Boot { kernel, runs, vcpus, memory, timeout } = a.what;
+    ensure_qemu()?;
+    let profile = HostProfile::probe();
+    let k = artifacts::resolve_kernel(&kernel)?;
+    let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir())?;
+    let initrd = std::env::temp_dir().join(format!("preemptor-bench-{}.cpio", std::process::id()));
+    std::fs::write(&initrd, &initramfs).map_err(|e| UsageError(format!("{}: {e}", initrd.display())))?;
+    let cmdline = boot::cmdline(&profile, "hello", &[], "");
+    let cfg = BootConfig {
+        kernel: k.clone(),
+        initramfs: Arc::new(initramfs),
+        cmdline: cmdline.clone(),
+        vm: VmConfig { vcpus, mem_mib: memory },
+        timeout: Duration::from_secs(timeout),
+        console: ConsoleConfig::default(),
+    };
+    println!("bench boot: {} ({} vCPUs, {memory} MiB, host profile {}), {runs} runs each, alternating", k.path.display(), vcpus, profile.name());
+    let (mut ours, mut qemu) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let o = boot::run(&cfg, &profile, None)?;
+        let m = verdict::markers(&o);
+        let t = m.ready_at.ok_or(UsageError(format!("preemptor run {i}: init never started ({})", o.end)))?;
+        println!("  run {i}: preemptor {t:.2} s");
+        ours.push(t);
+        let q = qemu_once(profile.qemu_cpu, &k.path, &initrd, &cmdline, vcpus, memory, Duration::from_secs(timeout))?;
+        println!("  run {i}: qemu      {q:.2} s");
+        qemu.push(q);
+    }
+    let _ = std::fs::remove_file(&initrd);
+    let (mo, mq) = (median(&mut ours), median(&mut qemu));
+    println!("median time to init's first line: preemptor {mo:.2} s, qemu microvm {mq:.2} s, ratio {:.2}", mo / mq);
+    Ok(0)
+}
