@@ -7,7 +7,18 @@ fn both_kernels_boot_two_cpus_and_run_init() {
     require_kvm();
     for kernel in ["fixed", "reverted"] {
         let log = tmp(kernel).join("console.log");
-        let o = preemptor(&["boot", "--kernel", kernel, "--workload", "hello", "--vcpus", "2", "--json", "--log", log.to_str().unwrap()]);
+        let o = preemptor(&[
+            "boot",
+            "--kernel",
+            kernel,
+            "--workload",
+            "hello",
+            "--vcpus",
+            "2",
+            "--json",
+            "--log",
+            log.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(0), "{kernel}: {}", stderr(&o));
         let j = json(&o);
         assert_eq!(j["verdict"]["verdict"], "clean", "{kernel}");
@@ -15,10 +26,18 @@ fn both_kernels_boot_two_cpus_and_run_init() {
         assert_eq!(j["markers"]["started"], true);
         assert_eq!(j["markers"]["status"], 0);
         let text = std::fs::read_to_string(&log).unwrap();
-        for m in ["@@preemptor ready cpus=2", "@@preemptor start workload=hello", "hello from the preemptor guest", "@@preemptor end workload=hello status=0"] {
+        for m in [
+            "@@preemptor ready cpus=2",
+            "@@preemptor start workload=hello",
+            "hello from the preemptor guest",
+            "@@preemptor end workload=hello status=0",
+        ] {
             assert!(text.contains(m), "{kernel}: console lacks '{m}'");
         }
-        assert!(stderr(&o).contains("host profile"), "boot names its host profile");
+        assert!(
+            stderr(&o).contains("host profile"),
+            "boot names its host profile"
+        );
     }
 }
 
@@ -28,7 +47,10 @@ fn missing_kernel_is_a_one_line_error() {
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert_eq!(e.trim().lines().count(), 1, "{e}");
-    assert!(e.contains("/nonexistent/vmlinux") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("/nonexistent/vmlinux") && e.contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -44,7 +66,13 @@ fn non_kernel_file_is_a_one_line_error() {
 
 #[test]
 fn bad_break_site_is_a_one_line_error() {
-    let o = preemptor(&["boot", "--kernel", "fixed", "--break", "no_such_function_xyz,stall=1ms"]);
+    let o = preemptor(&[
+        "boot",
+        "--kernel",
+        "fixed",
+        "--break",
+        "no_such_function_xyz,stall=1ms",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert_eq!(e.trim().lines().count(), 1, "{e}");

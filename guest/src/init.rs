@@ -22,7 +22,10 @@ fn mount(src: &str, target: &str, fstype: &str) {
     // SAFETY: valid NUL-terminated strings, no data argument.
     let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
-        eprintln!("init: mount {fstype} on {target}: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "init: mount {fstype} on {target}: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -54,13 +57,26 @@ pub fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let workload = cmdline_param(&cmdline, "preemptor.workload").unwrap_or_else(|| "hello".into());
     let args: Vec<String> = cmdline_param(&cmdline, "preemptor.args")
-        .map(|a| a.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|a| {
+            a.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
 
     mark(&format!("ready cpus={cpus}"));
-    mark(&format!("start workload={workload} args={}", args.join(",")));
-    let status = match std::process::Command::new(format!("/bin/{workload}")).args(&args).status() {
+    mark(&format!(
+        "start workload={workload} args={}",
+        args.join(",")
+    ));
+    let status = match std::process::Command::new(format!("/bin/{workload}"))
+        .args(&args)
+        .status()
+    {
         Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         Err(e) => {
             eprintln!("init: cannot run /bin/{workload}: {e}");

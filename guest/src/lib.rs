@@ -11,8 +11,10 @@ pub mod workloads {
 }
 
 /// Workload names, as the VMM and scenarios know them.
-pub const WORKLOADS: &[(&str, fn())] =
-    &[("hello", workloads::hello::main), ("exit-race", workloads::exit_race::main)];
+pub const WORKLOADS: &[(&str, fn())] = &[
+    ("hello", workloads::hello::main),
+    ("exit-race", workloads::exit_race::main),
+];
 
 use std::io::Write;
 
@@ -44,12 +46,16 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
 pub fn parse_args(args: &[String], known: &[(&str, u64)]) -> Result<Vec<u64>, String> {
     let mut vals: Vec<u64> = known.iter().map(|(_, d)| *d).collect();
     for a in args {
-        let (k, v) = a.split_once('=').ok_or(format!("argument '{a}' is not key=value"))?;
+        let (k, v) = a
+            .split_once('=')
+            .ok_or(format!("argument '{a}' is not key=value"))?;
         let i = known
             .iter()
             .position(|(n, _)| *n == k)
             .ok_or(format!("unknown argument '{k}'"))?;
-        vals[i] = v.parse().map_err(|_| format!("argument '{k}': '{v}' is not a number"))?;
+        vals[i] = v
+            .parse()
+            .map_err(|_| format!("argument '{k}': '{v}' is not a number"))?;
     }
     Ok(vals)
 }

@@ -12,20 +12,31 @@ pub fn bin() -> PathBuf {
     let p = std::env::var_os("PREEMPTOR_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target/release/preemptor"));
-    assert!(p.exists(), "{} is missing: build it with `cargo build --release -p preemptor` (./test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build --release -p preemptor` (./test.sh does)",
+        p.display()
+    );
     p
 }
 
 /// Fail loudly, never skip, when there is no KVM to test against.
 pub fn require_kvm() {
-    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm");
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
     if let Err(e) = kvm {
         panic!("KVM end-to-end tests cannot run: /dev/kvm: {e}. Run them on a KVM host.");
     }
 }
 
 pub fn preemptor(args: &[&str]) -> Output {
-    let out = Command::new(bin()).args(args).current_dir(root()).output().expect("run preemptor");
+    let out = Command::new(bin())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run preemptor");
     eprintln!(
         "$ preemptor {}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
         args.join(" "),
@@ -46,7 +57,11 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn json(o: &Output) -> serde_json::Value {
     let s = stdout(o);
-    let line = s.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON in stdout: {s}"));
+    let line = s
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON in stdout: {s}"));
     serde_json::from_str(line).expect("JSON")
 }
 

@@ -46,9 +46,12 @@ pub fn guest_dir() -> PathBuf {
 
 /// Where `guest/build.sh` puts the static guest programs.
 pub fn guest_bin_dir() -> PathBuf {
-    std::env::var_os("PREEMPTOR_GUEST_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guest/x86_64-unknown-linux-gnu/release")
-    })
+    std::env::var_os("PREEMPTOR_GUEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/guest/x86_64-unknown-linux-gnu/release")
+        })
 }
 
 /// `fixed` / `reverted` name the variants of `guest/kernel/build.sh`;
@@ -66,7 +69,11 @@ pub fn resolve_kernel(spec: &str) -> Result<Kernel, Error> {
         KernelFormat::Elf => Some(path.clone()),
         KernelFormat::BzImage => Some(path.with_file_name("vmlinux")).filter(|p| p.exists()),
     };
-    Ok(Kernel { path, format, vmlinux })
+    Ok(Kernel {
+        path,
+        format,
+        vmlinux,
+    })
 }
 
 fn variant_dir(name: &str) -> Result<PathBuf, Error> {
@@ -83,7 +90,14 @@ fn variant_dir(name: &str) -> Result<PathBuf, Error> {
         .map(PathBuf::from)
         .ok_or_else(|| {
             let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            Error::NotBuilt(name.into(), if why.is_empty() { "no paths printed".into() } else { why })
+            Error::NotBuilt(
+                name.into(),
+                if why.is_empty() {
+                    "no paths printed".into()
+                } else {
+                    why
+                },
+            )
         })
 }
 
@@ -92,7 +106,11 @@ fn sniff(path: &Path) -> Result<KernelFormat, Error> {
     let mut head = [0u8; 0x210];
     let mut f = std::fs::File::open(path).map_err(|e| Error::Read(path.into(), e))?;
     let n = f.read(&mut head).map_err(|e| Error::Read(path.into(), e))?;
-    if n >= 20 && &head[..4] == b"\x7fELF" && head[4] == 2 && u16::from_le_bytes([head[18], head[19]]) == 62 {
+    if n >= 20
+        && &head[..4] == b"\x7fELF"
+        && head[4] == 2
+        && u16::from_le_bytes([head[18], head[19]]) == 62
+    {
         return Ok(KernelFormat::Elf);
     }
     if n >= 0x206 && &head[0x202..0x206] == b"HdrS" {
@@ -116,20 +134,39 @@ pub fn build_initramfs(bin_dir: &Path) -> Result<Vec<u8>, Error> {
     let binary = std::fs::read(&src).map_err(|_| Error::GuestProgramMissing(src.clone()))?;
     // write_cpio numbers the inodes itself.
     let node = |name: &str, mode: u32, kind: ModeFileType| {
-        let nlink = if matches!(kind, ModeFileType::Directory) { 2 } else { 1 };
-        Builder::new(name).uid(0).gid(0).mode(mode).set_mode_file_type(kind).nlink(nlink)
+        let nlink = if matches!(kind, ModeFileType::Directory) {
+            2
+        } else {
+            1
+        };
+        Builder::new(name)
+            .uid(0)
+            .gid(0)
+            .mode(mode)
+            .set_mode_file_type(kind)
+            .nlink(nlink)
     };
     let mut entries: Vec<(Builder, Cursor<Vec<u8>>)> = Vec::new();
     for d in ["dev", "proc", "sys", "bin"] {
         entries.push((node(d, 0o755, ModeFileType::Directory), Cursor::new(vec![])));
     }
     // The console char node (5,1): init's stdio before devtmpfs is mounted.
-    let console = node("dev/console", 0o600, ModeFileType::Char).rdev_major(5).rdev_minor(1);
+    let console = node("dev/console", 0o600, ModeFileType::Char)
+        .rdev_major(5)
+        .rdev_minor(1);
     entries.push((console, Cursor::new(vec![])));
-    entries.push((node("init", 0o755, ModeFileType::Regular), Cursor::new(binary)));
+    entries.push((
+        node("init", 0o755, ModeFileType::Regular),
+        Cursor::new(binary),
+    ));
     for w in WORKLOADS {
-        entries.push((node(&format!("bin/{w}"), 0o777, ModeFileType::Symlink), Cursor::new(b"/init".to_vec())));
+        entries.push((
+            node(&format!("bin/{w}"), 0o777, ModeFileType::Symlink),
+            Cursor::new(b"/init".to_vec()),
+        ));
     }
-    let out = cpio::write_cpio(entries.into_iter(), Cursor::new(Vec::new())).map_err(Error::Cpio)?.into_inner();
+    let out = cpio::write_cpio(entries.into_iter(), Cursor::new(Vec::new()))
+        .map_err(Error::Cpio)?
+        .into_inner();
     Ok(out)
 }

@@ -98,13 +98,20 @@ fn install_signal_handlers() -> Result<(), Error> {
     res
 }
 
-fn load_kernel(vm: &Vm, k: &Kernel) -> Result<(u64, Option<linux_loader::loader::bootparam::setup_header>), Error> {
-    let mut f = std::fs::File::open(&k.path).map_err(|e| Error::Load(k.path.display().to_string(), e.to_string()))?;
-    let load_err = |e: linux_loader::loader::Error| Error::Load(k.path.display().to_string(), e.to_string());
+fn load_kernel(
+    vm: &Vm,
+    k: &Kernel,
+) -> Result<(u64, Option<linux_loader::loader::bootparam::setup_header>), Error> {
+    let mut f = std::fs::File::open(&k.path)
+        .map_err(|e| Error::Load(k.path.display().to_string(), e.to_string()))?;
+    let load_err =
+        |e: linux_loader::loader::Error| Error::Load(k.path.display().to_string(), e.to_string());
     let himem = Some(GuestAddress(layout::HIMEM_START));
     match k.format {
         // vmlinux's ELF entry is startup_64 (physical): the 64-bit entry.
-        KernelFormat::Elf => Elf::load(&vm.mem, None, &mut f, himem).map(|r| (r.kernel_load.0, None)).map_err(load_err),
+        KernelFormat::Elf => Elf::load(&vm.mem, None, &mut f, himem)
+            .map(|r| (r.kernel_load.0, None))
+            .map_err(load_err),
         // bzImage: protected-mode code at 1 MiB, 64-bit entry at +0x200.
         KernelFormat::BzImage => BzImage::load(&vm.mem, None, &mut f, himem)
             .map(|r| (r.kernel_load.0 + 0x200, r.setup_header))
@@ -113,7 +120,11 @@ fn load_kernel(vm: &Vm, k: &Kernel) -> Result<(u64, Option<linux_loader::loader:
 }
 
 /// Boot and run the guest until it ends. `handler` receives breakpoint hits.
-pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn DebugHandler>>) -> Result<RunOutput, Error> {
+pub fn run(
+    cfg: &BootConfig,
+    profile: &HostProfile,
+    handler: Option<Arc<dyn DebugHandler>>,
+) -> Result<RunOutput, Error> {
     install_signal_handlers()?;
     let start = Instant::now();
     let mut vm = Vm::new(&cfg.vm)?;
@@ -124,10 +135,19 @@ pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn Debu
     vm.mem
         .write_slice(&cfg.initramfs, GuestAddress(initrd_addr))
         .map_err(|_| arch::Error::Memory(initrd_addr))?;
-    let mut cl = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
-    cl.insert_str(&cfg.cmdline).map_err(|e| Error::Cmdline(e.to_string()))?;
-    load_cmdline(&vm.mem, GuestAddress(layout::CMDLINE_START), &cl).map_err(|e| Error::Cmdline(e.to_string()))?;
-    arch::write_zero_page(&vm.mem, setup_header, cfg.cmdline.len() + 1, Some((initrd_addr, cfg.initramfs.len())), mem_size)?;
+    let mut cl =
+        Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
+    cl.insert_str(&cfg.cmdline)
+        .map_err(|e| Error::Cmdline(e.to_string()))?;
+    load_cmdline(&vm.mem, GuestAddress(layout::CMDLINE_START), &cl)
+        .map_err(|e| Error::Cmdline(e.to_string()))?;
+    arch::write_zero_page(
+        &vm.mem,
+        setup_header,
+        cfg.cmdline.len() + 1,
+        Some((initrd_addr, cfg.initramfs.len())),
+        mem_size,
+    )?;
     arch::write_gdt(&vm.mem)?;
     arch::write_page_tables(&vm.mem)?;
     arch::mptable::write(&vm.mem, cfg.vm.vcpus).map_err(arch::Error::from)?;
@@ -138,7 +158,9 @@ pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn Debu
     vm.fd
         .register_irqfd(&irq, crate::devices::serial::SERIAL_IRQ)
         .map_err(|e| Error::Host(format!("serial irqfd: {e}")))?;
-    let bus = Arc::new(PioBus { serial: SerialDevice::new(irq, console.clone()) });
+    let bus = Arc::new(PioBus {
+        serial: SerialDevice::new(irq, console.clone()),
+    });
     let shared = Arc::new(RunShared::new(start));
 
     let mut threads = Vec::new();
@@ -152,7 +174,9 @@ pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn Debu
             handler: handler.clone(),
             profile: profile.clone(),
         };
-        let t = std::thread::Builder::new().name(format!("vcpu{index}")).spawn(move || runner.run());
+        let t = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || runner.run());
         match t {
             Ok(t) => threads.push(t),
             Err(e) => {
@@ -168,8 +192,12 @@ pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn Debu
         for v in due {
             let _ = threads[v].kill(SIGRTMIN());
         }
-        let slice = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_millis(50));
-        if let Some(end) = shared.wait(slice.clamp(Duration::from_micros(200), Duration::from_millis(50))) {
+        let slice = next
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_millis(50));
+        if let Some(end) =
+            shared.wait(slice.clamp(Duration::from_micros(200), Duration::from_millis(50)))
+        {
             break end;
         }
         if INTERRUPTED.swap(false, Ordering::SeqCst) {
@@ -181,7 +209,11 @@ pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn Debu
     stop_threads(threads);
     console.note(&format!("run ended: {end}"));
     console.flush();
-    Ok(RunOutput { end, console, elapsed: start.elapsed() })
+    Ok(RunOutput {
+        end,
+        console,
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Kick until every vCPU thread has left KVM_RUN and returned. Repeated

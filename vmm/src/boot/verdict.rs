@@ -11,13 +11,21 @@ pub enum Verdict {
     /// The workload ran and exited 0; the guest restarted cleanly.
     Clean,
     /// The workload ran and exited non-zero, kernel intact.
-    WorkloadFailed { status: i32 },
+    WorkloadFailed {
+        status: i32,
+    },
     /// The kernel crashed (or the machine died without a word).
-    Crash { title: String, crash_type: String, corrupted: bool },
+    Crash {
+        title: String,
+        crash_type: String,
+        corrupted: bool,
+    },
     /// Wall-clock timeout without an end.
     Hang,
     /// The host could not run the guest (e.g. an instruction it cannot emulate).
-    HostError { reason: String },
+    HostError {
+        reason: String,
+    },
     Interrupted,
 }
 
@@ -60,7 +68,11 @@ pub fn markers(out: &RunOutput) -> Markers {
     for (t, line) in out.console.markers() {
         let mut words = line.split_whitespace();
         let kind = words.next().unwrap_or("");
-        let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)?.strip_prefix('=')).map(str::to_string);
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+                .map(str::to_string)
+        };
         match kind {
             "ready" => {
                 m.cpus = field("cpus").and_then(|v| v.parse().ok());
@@ -76,13 +88,19 @@ pub fn markers(out: &RunOutput) -> Markers {
 
 pub fn verdict(out: &RunOutput) -> Verdict {
     if let Some(r) = report::classify(&out.console.text()) {
-        return Verdict::Crash { title: r.title, crash_type: r.crash_type, corrupted: r.corrupted };
+        return Verdict::Crash {
+            title: r.title,
+            crash_type: r.crash_type,
+            corrupted: r.corrupted,
+        };
     }
     let m = markers(out);
     match &out.end {
         End::Timeout => Verdict::Hang,
         End::Interrupted => Verdict::Interrupted,
-        End::EmulationFailure { .. } | End::HostError(_) => Verdict::HostError { reason: out.end.to_string() },
+        End::EmulationFailure { .. } | End::HostError(_) => Verdict::HostError {
+            reason: out.end.to_string(),
+        },
         End::TripleFault { .. } => Verdict::Crash {
             title: "triple fault".into(),
             crash_type: "TRIPLE-FAULT".into(),

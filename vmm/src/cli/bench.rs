@@ -44,7 +44,11 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn ensure_qemu() -> Result<(), UsageError> {
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_ok() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
         return Ok(());
     }
     eprintln!("preemptor: installing qemu-system-x86 (the baseline) with apt");
@@ -52,15 +56,46 @@ fn ensure_qemu() -> Result<(), UsageError> {
         .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-system-x86"])
         .status()
         .is_ok_and(|s| s.success());
-    if ok { Ok(()) } else { Err(UsageError("cannot install qemu-system-x86 for the baseline".into())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(UsageError(
+            "cannot install qemu-system-x86 for the baseline".into(),
+        ))
+    }
 }
 
 /// Seconds from QEMU's start to the init's first marker on its serial.
-fn qemu_once(cpu: &str, vmlinux: &std::path::Path, initrd: &std::path::Path, cmdline: &str, vcpus: usize, mem: u64, timeout: Duration) -> Result<f64, UsageError> {
+fn qemu_once(
+    cpu: &str,
+    vmlinux: &std::path::Path,
+    initrd: &std::path::Path,
+    cmdline: &str,
+    vcpus: usize,
+    mem: u64,
+    timeout: Duration,
+) -> Result<f64, UsageError> {
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
-        .args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", cpu, "-nodefaults", "-no-user-config", "-nographic"])
-        .args(["-smp", &vcpus.to_string(), "-m", &format!("{mem}M"), "-serial", "stdio", "-no-reboot"])
+        .args([
+            "-M",
+            "microvm,acpi=off",
+            "-enable-kvm",
+            "-cpu",
+            cpu,
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+        ])
+        .args([
+            "-smp",
+            &vcpus.to_string(),
+            "-m",
+            &format!("{mem}M"),
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
         .arg("-kernel")
         .arg(vmlinux)
         .arg("-initrd")
@@ -88,31 +123,57 @@ fn qemu_once(cpu: &str, vmlinux: &std::path::Path, initrd: &std::path::Path, cmd
 }
 
 pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
-    let BenchWhat::Boot { kernel, runs, vcpus, memory, timeout } = a.what;
+    let BenchWhat::Boot {
+        kernel,
+        runs,
+        vcpus,
+        memory,
+        timeout,
+    } = a.what;
     ensure_qemu()?;
     let profile = HostProfile::probe();
     let k = artifacts::resolve_kernel(&kernel)?;
     let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir())?;
     let initrd = std::env::temp_dir().join(format!("preemptor-bench-{}.cpio", std::process::id()));
-    std::fs::write(&initrd, &initramfs).map_err(|e| UsageError(format!("{}: {e}", initrd.display())))?;
+    std::fs::write(&initrd, &initramfs)
+        .map_err(|e| UsageError(format!("{}: {e}", initrd.display())))?;
     let cmdline = boot::cmdline(&profile, "hello", &[], "");
     let cfg = BootConfig {
         kernel: k.clone(),
         initramfs: Arc::new(initramfs),
         cmdline: cmdline.clone(),
-        vm: VmConfig { vcpus, mem_mib: memory },
+        vm: VmConfig {
+            vcpus,
+            mem_mib: memory,
+        },
         timeout: Duration::from_secs(timeout),
         console: ConsoleConfig::default(),
     };
-    println!("bench boot: {} ({} vCPUs, {memory} MiB, host profile {}), {runs} runs each, alternating", k.path.display(), vcpus, profile.name());
+    println!(
+        "bench boot: {} ({} vCPUs, {memory} MiB, host profile {}), {runs} runs each, alternating",
+        k.path.display(),
+        vcpus,
+        profile.name()
+    );
     let (mut ours, mut qemu) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let o = boot::run(&cfg, &profile, None)?;
         let m = verdict::markers(&o);
-        let t = m.ready_at.ok_or(UsageError(format!("preemptor run {i}: init never started ({})", o.end)))?;
+        let t = m.ready_at.ok_or(UsageError(format!(
+            "preemptor run {i}: init never started ({})",
+            o.end
+        )))?;
         println!("  run {i}: preemptor {t:.2} s");
         ours.push(t);
-        let q = qemu_once(profile.qemu_cpu, &k.path, &initrd, &cmdline, vcpus, memory, Duration::from_secs(timeout))?;
+        let q = qemu_once(
+            profile.qemu_cpu,
+            &k.path,
+            &initrd,
+            &cmdline,
+            vcpus,
+            memory,
+            Duration::from_secs(timeout),
+        )?;
         println!("  run {i}: qemu      {q:.2} s");
         qemu.push(q);
     }

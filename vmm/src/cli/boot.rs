@@ -1,8 +1,8 @@
 //! `preemptor boot`: one guest, one workload, one verdict.
 use super::UsageError;
 use crate::boot::{self, artifacts, verdict, BootConfig};
-use crate::devices::ConsoleConfig;
 use crate::debug::symbols::Symbols;
+use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
 use crate::stall::trace::diagram;
 use crate::stall::{Engine, EngineConfig, EventKind, TriggerSpec};
@@ -56,23 +56,40 @@ impl BootArgs {
     pub fn config(&self, profile: &HostProfile) -> Result<BootConfig, UsageError> {
         let kernel = artifacts::resolve_kernel(&self.kernel)?;
         let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir())?;
-        let (name, args) = self.workload.split_first().ok_or(UsageError("--workload needs a name".into()))?;
+        let (name, args) = self
+            .workload
+            .split_first()
+            .ok_or(UsageError("--workload needs a name".into()))?;
         if !artifacts::WORKLOADS.contains(&name.as_str()) {
-            return Err(UsageError(format!("unknown workload '{name}' (known: {})", artifacts::WORKLOADS.join(", "))));
+            return Err(UsageError(format!(
+                "unknown workload '{name}' (known: {})",
+                artifacts::WORKLOADS.join(", ")
+            )));
         }
         Ok(BootConfig {
             kernel,
             initramfs: Arc::new(initramfs),
             cmdline: boot::cmdline(profile, name, args, &self.cmdline),
-            vm: VmConfig { vcpus: self.vcpus, mem_mib: self.memory },
+            vm: VmConfig {
+                vcpus: self.vcpus,
+                mem_mib: self.memory,
+            },
             timeout: Duration::from_secs(self.timeout),
-            console: ConsoleConfig { log: self.log.clone(), echo: self.console, ..Default::default() },
+            console: ConsoleConfig {
+                log: self.log.clone(),
+                echo: self.console,
+                ..Default::default()
+            },
         })
     }
 }
 
 /// The stall engine for `--break` triggers, if any.
-pub fn engine(cfg: &BootConfig, breaks: &[String], seed: u64) -> Result<Option<Arc<Engine>>, UsageError> {
+pub fn engine(
+    cfg: &BootConfig,
+    breaks: &[String],
+    seed: u64,
+) -> Result<Option<Arc<Engine>>, UsageError> {
     if breaks.is_empty() {
         return Ok(None);
     }
@@ -86,7 +103,13 @@ pub fn engine(cfg: &BootConfig, breaks: &[String], seed: u64) -> Result<Option<A
         cfg.kernel.path.display()
     )))?;
     let syms = Symbols::load(vmlinux)?;
-    let ecfg = EngineConfig { vcpus: cfg.vm.vcpus, seed, hw_slots: 4, goal: vec![], disarm_on_goal: false };
+    let ecfg = EngineConfig {
+        vcpus: cfg.vm.vcpus,
+        seed,
+        hw_slots: 4,
+        goal: vec![],
+        disarm_on_goal: false,
+    };
     Ok(Some(Arc::new(Engine::new(specs, &syms, ecfg)?)))
 }
 
@@ -94,19 +117,26 @@ pub fn run(a: BootArgs) -> Result<i32, UsageError> {
     let profile = HostProfile::probe();
     let cfg = a.config(&profile)?;
     let engine = engine(&cfg, &a.breaks, a.seed)?;
-    eprintln!("preemptor: host profile {}; kernel {}", profile.name(), cfg.kernel.path.display());
+    eprintln!(
+        "preemptor: host profile {}; kernel {}",
+        profile.name(),
+        cfg.kernel.path.display()
+    );
     if let Some(e) = &engine {
         for (name, site, addr) in e.sites() {
             eprintln!("preemptor: trigger {name} at {site} ({addr:#x})");
         }
     }
-    let handler = engine.clone().map(|e| e as Arc<dyn crate::vstate::DebugHandler>);
+    let handler = engine
+        .clone()
+        .map(|e| e as Arc<dyn crate::vstate::DebugHandler>);
     let out = boot::run(&cfg, &profile, handler)?;
     let v = verdict::verdict(&out);
     let m = verdict::markers(&out);
     if let Some(e) = &engine {
         if let Some(p) = &a.trace {
-            std::fs::write(p, e.trace.to_json_lines()).map_err(|err| UsageError(format!("{}: {err}", p.display())))?;
+            std::fs::write(p, e.trace.to_json_lines())
+                .map_err(|err| UsageError(format!("{}: {err}", p.display())))?;
         }
         let events = e.trace.events();
         if events.iter().any(|e| e.kind != EventKind::Hit) {

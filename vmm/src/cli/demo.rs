@@ -25,16 +25,35 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
     let scn = Scenario::load(&a.scenario)?;
     println!("{}: {}\n", scn.name, scn.description);
     let mut rows: Vec<(String, String, Vec<RunResult>, bool)> = Vec::new();
-    for (kernel, inject) in [("reverted", true), ("fixed", true), ("reverted", false), ("fixed", false)] {
+    for (kernel, inject) in [
+        ("reverted", true),
+        ("fixed", true),
+        ("reverted", false),
+        ("fixed", false),
+    ] {
         let p = runner::prepare(scn.clone(), kernel, inject)?;
         let mode = if inject { "injection" } else { "no injection" };
-        let out = a.out.as_ref().map(|o| o.join(format!("{kernel}-{}", if inject { "inject" } else { "baseline" })));
-        let rs = run_many(&p, a.runs, a.seed, out.as_ref(), &format!("{kernel} {mode}"))?;
+        let out = a.out.as_ref().map(|o| {
+            o.join(format!(
+                "{kernel}-{}",
+                if inject { "inject" } else { "baseline" }
+            ))
+        });
+        let rs = run_many(
+            &p,
+            a.runs,
+            a.seed,
+            out.as_ref(),
+            &format!("{kernel} {mode}"),
+        )?;
         let ok = p.expectation(None).is_none_or(|e| runner::meets(&rs, e));
         print_summary(&format!("{kernel} / {mode}"), &runner::summarize(&rs));
         rows.push((kernel.into(), mode.into(), rs, ok));
     }
-    println!("\n{:<9} {:<13} {:>20} {:>8}  {:<8} titles", "kernel", "mode", "crashes/conclusive", "s/run", "expected");
+    println!(
+        "\n{:<9} {:<13} {:>20} {:>8}  {:<8} titles",
+        "kernel", "mode", "crashes/conclusive", "s/run", "expected"
+    );
     for (k, m, rs, ok) in &rows {
         let s = runner::summarize(rs);
         let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
@@ -43,12 +62,22 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
             format!("{}/{}", s.crashes, s.conclusive),
             s.mean_seconds,
             if *ok { "holds" } else { "FAILS" },
-            if titles.is_empty() { "-".into() } else { titles.join(", ") }
+            if titles.is_empty() {
+                "-".into()
+            } else {
+                titles.join(", ")
+            }
         );
     }
-    let crash = rows.iter().flat_map(|r| r.2.iter()).find(|r| matches!(r.verdict, Verdict::Crash { .. }) && r.goal_reached);
+    let crash = rows
+        .iter()
+        .flat_map(|r| r.2.iter())
+        .find(|r| matches!(r.verdict, Verdict::Crash { .. }) && r.goal_reached);
     if let Some(r) = crash {
-        println!("\nInterleaving of a crashing run (seed {}):\n{}", r.seed, r.diagram);
+        println!(
+            "\nInterleaving of a crashing run (seed {}):\n{}",
+            r.seed, r.diagram
+        );
     }
     Ok(if rows.iter().all(|r| r.3) { 0 } else { 1 })
 }

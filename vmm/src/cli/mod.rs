@@ -10,7 +10,11 @@ pub mod symbols;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "preemptor", version, about = "Stall guest vCPUs at kernel sites to expose races; classify the console")]
+#[command(
+    name = "preemptor",
+    version,
+    about = "Stall guest vCPUs at kernel sites to expose races; classify the console"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -32,7 +32,13 @@ pub struct RunArgs {
 }
 
 /// Runs with a progress bar; `label` heads it.
-pub fn run_many(p: &Prepared, runs: usize, seed: u64, out: Option<&PathBuf>, label: &str) -> Result<Vec<RunResult>, UsageError> {
+pub fn run_many(
+    p: &Prepared,
+    runs: usize,
+    seed: u64,
+    out: Option<&PathBuf>,
+    label: &str,
+) -> Result<Vec<RunResult>, UsageError> {
     let bar = ProgressBar::new(runs as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
@@ -44,7 +50,11 @@ pub fn run_many(p: &Prepared, runs: usize, seed: u64, out: Option<&PathBuf>, lab
     for i in 0..runs {
         let dir = out.map(|o| o.join(format!("{}-run{:03}", p.kernel_name.replace('/', "_"), i)));
         let r = p.run_once(i, seed + i as u64, dir.as_deref())?;
-        bar.set_message(format!("last: {} goal={}", r.verdict.name(), r.goal_reached));
+        bar.set_message(format!(
+            "last: {} goal={}",
+            r.verdict.name(),
+            r.goal_reached
+        ));
         bar.inc(1);
         rs.push(r);
     }
@@ -54,7 +64,12 @@ pub fn run_many(p: &Prepared, runs: usize, seed: u64, out: Option<&PathBuf>, lab
 
 pub fn print_summary(label: &str, s: &Summary) {
     let rate = match (s.crash_rate, s.crash_rate_ci95) {
-        (Some(r), Some((lo, hi))) => format!("{:.0}% (95% CI {:.0}-{:.0}%)", r * 100.0, lo * 100.0, hi * 100.0),
+        (Some(r), Some((lo, hi))) => format!(
+            "{:.0}% (95% CI {:.0}-{:.0}%)",
+            r * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        ),
         _ => "n/a".into(),
     };
     println!(
@@ -70,13 +85,27 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     let scn = Scenario::load(&a.scenario)?;
     let p = runner::prepare(scn, &a.kernel, !a.no_inject)?;
     if !a.json {
-        eprintln!("preemptor: scenario {} on kernel {} ({}), host profile {}", p.scenario.name, a.kernel,
-            if a.no_inject { "no injection" } else { "injection" }, p.profile.name());
+        eprintln!(
+            "preemptor: scenario {} on kernel {} ({}), host profile {}",
+            p.scenario.name,
+            a.kernel,
+            if a.no_inject {
+                "no injection"
+            } else {
+                "injection"
+            },
+            p.profile.name()
+        );
         for (n, site, addr) in p.sites() {
             eprintln!("preemptor:   trigger {n} at {site} ({addr:#x})");
         }
     }
-    let label = format!("{} {}{}", p.scenario.name, a.kernel, if a.no_inject { " no-inject" } else { "" });
+    let label = format!(
+        "{} {}{}",
+        p.scenario.name,
+        a.kernel,
+        if a.no_inject { " no-inject" } else { "" }
+    );
     let rs = run_many(&p, a.runs, a.seed, a.out.as_ref(), &label)?;
     let s = runner::summarize(&rs);
     let expect = p.expectation(a.expect);
@@ -89,16 +118,32 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         println!("{j}");
     } else {
         for r in &rs {
-            println!("run {:>3} seed {:>4}: {} (goal {}, {:.1} s){}", r.index, r.seed, r.verdict,
-                if r.goal_reached { "reached" } else { "not reached" }, r.seconds,
-                if r.conclusive { "" } else { " inconclusive" });
+            println!(
+                "run {:>3} seed {:>4}: {} (goal {}, {:.1} s){}",
+                r.index,
+                r.seed,
+                r.verdict,
+                if r.goal_reached {
+                    "reached"
+                } else {
+                    "not reached"
+                },
+                r.seconds,
+                if r.conclusive { "" } else { " inconclusive" }
+            );
         }
         print_summary(&label, &s);
-        if let Some(r) = rs.iter().find(|r| matches!(r.verdict, crate::boot::verdict::Verdict::Crash { .. })) {
+        if let Some(r) = rs
+            .iter()
+            .find(|r| matches!(r.verdict, crate::boot::verdict::Verdict::Crash { .. }))
+        {
             println!("\ninterleaving of run {}:\n{}", r.index, r.diagram);
         }
         if let Some(e) = expect {
-            println!("expected {e:?}: {}", if ok { "holds" } else { "does NOT hold" });
+            println!(
+                "expected {e:?}: {}",
+                if ok { "holds" } else { "does NOT hold" }
+            );
         }
     }
     Ok(if ok { 0 } else { 1 })

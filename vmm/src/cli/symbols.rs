@@ -17,11 +17,20 @@ pub struct SymbolsArgs {
 
 pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
     let k = artifacts::resolve_kernel(&a.kernel)?;
-    let vmlinux = k.vmlinux.ok_or(UsageError(format!("no vmlinux for {}", k.path.display())))?;
+    let vmlinux = k
+        .vmlinux
+        .ok_or(UsageError(format!("no vmlinux for {}", k.path.display())))?;
     let syms = Symbols::load(&vmlinux)?;
     let sites = syms.resolve(&a.site)?;
     for s in &sites {
-        println!("{:#x} {}+{:#x} {} {}", s.addr, s.function, s.offset, s.text, s.location.as_deref().unwrap_or("?"));
+        println!(
+            "{:#x} {}+{:#x} {} {}",
+            s.addr,
+            s.function,
+            s.offset,
+            s.text,
+            s.location.as_deref().unwrap_or("?")
+        );
     }
     if a.disasm {
         let mut seen = Vec::new();
@@ -33,8 +42,17 @@ pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
             let f = syms.function(&s.function)?;
             println!("\n{} at {:#x}, size {:#x}:", f.name, f.addr, f.size);
             for i in syms.disasm(&f)? {
-                let mark = if sites.iter().any(|s| s.addr == i.addr) { "=>" } else { "  " };
-                println!("{mark} +{:<5x} {:<48} {}", i.offset, i.text, i.location.as_deref().unwrap_or(""));
+                let mark = if sites.iter().any(|s| s.addr == i.addr) {
+                    "=>"
+                } else {
+                    "  "
+                };
+                println!(
+                    "{mark} +{:<5x} {:<48} {}",
+                    i.offset,
+                    i.text,
+                    i.location.as_deref().unwrap_or("")
+                );
             }
         }
     }

@@ -23,7 +23,12 @@ pub struct ConsoleConfig {
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
-        Self { log: None, echo: false, max_memory: 8 << 20, max_log: 64 << 20 }
+        Self {
+            log: None,
+            echo: false,
+            max_memory: 8 << 20,
+            max_log: 64 << 20,
+        }
     }
 }
 
@@ -107,7 +112,8 @@ impl Inner {
             let _ = l.write_all(&bytes[..n]);
             self.logged += n as u64;
             if self.logged >= self.cfg.max_log {
-                let _ = l.write_all(b"\n[preemptor] log limit reached, rest of the console dropped\n");
+                let _ =
+                    l.write_all(b"\n[preemptor] log limit reached, rest of the console dropped\n");
             }
         }
     }
@@ -131,7 +137,8 @@ impl Inner {
             self.at_line_start = true;
             let line = String::from_utf8_lossy(&self.line).trim_end().to_string();
             if let Some(rest) = line.strip_prefix(MARK) {
-                self.markers.push((self.start.elapsed(), rest.trim().to_string()));
+                self.markers
+                    .push((self.start.elapsed(), rest.trim().to_string()));
             }
             self.line.clear();
         } else if self.line.len() < 4096 {
@@ -164,9 +171,13 @@ mod tests {
 
     #[test]
     fn markers_and_bounds() {
-        let cfg = ConsoleConfig { max_memory: 64, ..Default::default() };
+        let cfg = ConsoleConfig {
+            max_memory: 64,
+            ..Default::default()
+        };
         let mut c = Console::new(cfg, Instant::now()).unwrap();
-        c.write_all(b"boot\r\n@@preemptor ready cpus=2\r\n").unwrap();
+        c.write_all(b"boot\r\n@@preemptor ready cpus=2\r\n")
+            .unwrap();
         assert_eq!(c.markers()[0].1, "ready cpus=2");
         c.write_all(&[b'x'; 100]).unwrap();
         assert_eq!(c.text().len(), 64);

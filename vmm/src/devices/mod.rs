@@ -28,7 +28,9 @@ pub struct PioBus {
 impl PioBus {
     pub fn read(&self, port: u16, data: &mut [u8]) {
         match port {
-            SERIAL_BASE..=0x3ff if data.len() == 1 => data[0] = self.serial.read((port - SERIAL_BASE) as u8),
+            SERIAL_BASE..=0x3ff if data.len() == 1 => {
+                data[0] = self.serial.read((port - SERIAL_BASE) as u8)
+            }
             // i8042: status "output empty, input empty" so kb_wait() ends.
             I8042_DATA | I8042_COMMAND => data.fill(0),
             _ => {
@@ -40,7 +42,9 @@ impl PioBus {
 
     pub fn write(&self, port: u16, data: &[u8]) -> PioEvent {
         match port {
-            SERIAL_BASE..=0x3ff if data.len() == 1 => self.serial.write((port - SERIAL_BASE) as u8, data[0]),
+            SERIAL_BASE..=0x3ff if data.len() == 1 => {
+                self.serial.write((port - SERIAL_BASE) as u8, data[0])
+            }
             I8042_COMMAND if data.first() == Some(&I8042_RESET_CMD) => return PioEvent::Reset,
             _ => tracing::debug!(port, ?data, "ignored port write"),
         }

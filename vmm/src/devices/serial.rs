@@ -25,11 +25,19 @@ impl SerialDevice {
     }
 
     pub fn read(&self, offset: u8) -> u8 {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).read(offset)
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(offset)
     }
 
     pub fn write(&self, offset: u8, value: u8) {
-        if let Err(e) = self.0.lock().unwrap_or_else(|e| e.into_inner()).write(offset, value) {
+        if let Err(e) = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write(offset, value)
+        {
             tracing::debug!(?e, "serial write");
         }
     }

@@ -63,7 +63,12 @@ clearcpuid=308,534,151,158,306,59 preemptor_kvm_pvm rcupdate.rcu_cpu_stall_suppr
 impl HostProfile {
     pub fn for_kind(kind: HostKind) -> Self {
         match kind {
-            HostKind::Standard => Self { kind, extra_cmdline: "", fixes_emulation: false, qemu_cpu: "host" },
+            HostKind::Standard => Self {
+                kind,
+                extra_cmdline: "",
+                fixes_emulation: false,
+                qemu_cpu: "host",
+            },
             HostKind::KvmPvm => Self {
                 kind,
                 extra_cmdline: KVM_PVM_CMDLINE,

@@ -14,7 +14,11 @@ pub enum Error {
     Read(PathBuf, std::io::Error),
     /// file:line: message (key)
     #[error("{file}:{line}: {msg}")]
-    At { file: PathBuf, line: usize, msg: String },
+    At {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -124,13 +128,26 @@ impl Scenario {
             .position(|l| l.trim_start().starts_with("name") && l.contains(&needle))
             .map(|i| i + 1)
             .unwrap_or(0);
-        Error::At { file: self.path.clone(), line, msg }
+        Error::At {
+            file: self.path.clone(),
+            line,
+            msg,
+        }
     }
 
     /// An error about a top-level key, located where it appears.
     pub fn error_at_key(&self, key: &str, msg: String) -> Error {
-        let line = self.text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(0);
-        Error::At { file: self.path.clone(), line, msg }
+        let line = self
+            .text
+            .lines()
+            .position(|l| l.trim_start().starts_with(key))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        Error::At {
+            file: self.path.clone(),
+            line,
+            msg,
+        }
     }
 }
 
@@ -148,7 +165,9 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line() {
-        let e = load_str("name = \"x\"\n[guest]\nworkload = \"hello\"\nbogus = 1\n").unwrap_err().to_string();
+        let e = load_str("name = \"x\"\n[guest]\nworkload = \"hello\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":4:") && e.contains("bogus"), "{e}");
     }
 

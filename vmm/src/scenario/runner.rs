@@ -57,7 +57,10 @@ pub fn prepare(scenario: Scenario, kernel: &str, inject: bool) -> Result<Prepare
     let k = artifacts::resolve_kernel(kernel)?;
     if !artifacts::WORKLOADS.contains(&scenario.guest.workload.as_str()) {
         return Err(scenario
-            .error_at_key("workload", format!("unknown workload '{}'", scenario.guest.workload))
+            .error_at_key(
+                "workload",
+                format!("unknown workload '{}'", scenario.guest.workload),
+            )
             .into());
     }
     let g = &scenario.guest;
@@ -65,24 +68,39 @@ pub fn prepare(scenario: Scenario, kernel: &str, inject: bool) -> Result<Prepare
         kernel: k.clone(),
         initramfs: Arc::new(artifacts::build_initramfs(&artifacts::guest_bin_dir())?),
         cmdline: boot::cmdline(&profile, &g.workload, &g.args, &g.cmdline),
-        vm: VmConfig { vcpus: g.vcpus, mem_mib: g.memory },
+        vm: VmConfig {
+            vcpus: g.vcpus,
+            mem_mib: g.memory,
+        },
         timeout: Duration::from_secs(g.timeout),
         console: ConsoleConfig::default(),
     };
     let symbols = if inject && !scenario.triggers.is_empty() {
-        let v = k.vmlinux.as_ref().ok_or(Error::Other(format!("no vmlinux next to {}", k.path.display())))?;
+        let v = k.vmlinux.as_ref().ok_or(Error::Other(format!(
+            "no vmlinux next to {}",
+            k.path.display()
+        )))?;
         Some(Symbols::load(v).map_err(|e| Error::Other(e.to_string()))?)
     } else {
         None
     };
-    let p = Prepared { scenario, kernel_name: kernel.to_string(), inject, profile, boot, symbols };
+    let p = Prepared {
+        scenario,
+        kernel_name: kernel.to_string(),
+        inject,
+        profile,
+        boot,
+        symbols,
+    };
     p.engine(0)?; // validate triggers against this kernel before any boot
     Ok(p)
 }
 
 impl Prepared {
     fn engine(&self, seed: u64) -> Result<Option<Arc<Engine>>, Error> {
-        let Some(syms) = &self.symbols else { return Ok(None) };
+        let Some(syms) = &self.symbols else {
+            return Ok(None);
+        };
         let s = &self.scenario;
         let cfg = EngineConfig {
             vcpus: s.guest.vcpus,
@@ -91,41 +109,57 @@ impl Prepared {
             goal: s.goal.sequence.clone(),
             disarm_on_goal: s.goal.disarm_on_goal,
         };
-        Engine::new(s.triggers.clone(), syms, cfg).map(|e| Some(Arc::new(e))).map_err(|e| {
-            let name = match &e {
-                crate::stall::engine::Error::Site(n, ..)
-                | crate::stall::engine::Error::ManySites(n, ..)
-                | crate::stall::engine::Error::Vcpu(n, ..)
-                | crate::stall::engine::Error::UnknownTrigger(n, ..)
-                | crate::stall::engine::Error::UnknownVar(n, ..)
-                | crate::stall::engine::Error::Invalid(n, ..)
-                | crate::stall::engine::Error::DuplicateName(n) => Some(n.clone()),
-                _ => None,
-            };
-            match name {
-                Some(n) => s.error_at_trigger(&n, e.to_string()).into(),
-                None => s.error_at_key("[[trigger]]", e.to_string()).into(),
-            }
-        })
+        Engine::new(s.triggers.clone(), syms, cfg)
+            .map(|e| Some(Arc::new(e)))
+            .map_err(|e| {
+                let name = match &e {
+                    crate::stall::engine::Error::Site(n, ..)
+                    | crate::stall::engine::Error::ManySites(n, ..)
+                    | crate::stall::engine::Error::Vcpu(n, ..)
+                    | crate::stall::engine::Error::UnknownTrigger(n, ..)
+                    | crate::stall::engine::Error::UnknownVar(n, ..)
+                    | crate::stall::engine::Error::Invalid(n, ..)
+                    | crate::stall::engine::Error::DuplicateName(n) => Some(n.clone()),
+                    _ => None,
+                };
+                match name {
+                    Some(n) => s.error_at_trigger(&n, e.to_string()).into(),
+                    None => s.error_at_key("[[trigger]]", e.to_string()).into(),
+                }
+            })
     }
 
     /// Resolved trigger sites: (name, func+off, address).
     pub fn sites(&self) -> Vec<(String, String, u64)> {
-        self.engine(0).ok().flatten().map(|e| e.sites()).unwrap_or_default()
+        self.engine(0)
+            .ok()
+            .flatten()
+            .map(|e| e.sites())
+            .unwrap_or_default()
     }
 
     /// What this kernel should do: `--expect`, else the scenario's
     /// expectation for this kernel name; without injection always clean.
     pub fn expectation(&self, over: Option<Expect>) -> Option<Expect> {
-        over.or(if self.inject { self.scenario.expect.get(&self.kernel_name).copied() } else { Some(Expect::Clean) })
+        over.or(if self.inject {
+            self.scenario.expect.get(&self.kernel_name).copied()
+        } else {
+            Some(Expect::Clean)
+        })
     }
 
     /// One run. With `out`, keeps its console log, trace, verdict and diagram there.
-    pub fn run_once(&self, index: usize, seed: u64, out: Option<&Path>) -> Result<RunResult, Error> {
+    pub fn run_once(
+        &self,
+        index: usize,
+        seed: u64,
+        out: Option<&Path>,
+    ) -> Result<RunResult, Error> {
         let engine = self.engine(seed)?;
         let mut cfg = self.boot.clone();
         if let Some(dir) = out {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
             cfg.console.log = Some(dir.join("console.log"));
         }
         let handler = engine.clone().map(|e| e as Arc<dyn DebugHandler>);
@@ -137,7 +171,10 @@ impl Prepared {
             Verdict::Clean => goal_reached,
             Verdict::HostError { .. } | Verdict::Interrupted => false,
         };
-        let events = engine.as_ref().map(|e| e.trace.events()).unwrap_or_default();
+        let events = engine
+            .as_ref()
+            .map(|e| e.trace.events())
+            .unwrap_or_default();
         let diagram = trace::diagram(&events, cfg.vm.vcpus);
         let r = RunResult {
             index,
@@ -152,12 +189,16 @@ impl Prepared {
         };
         if let Some(dir) = out {
             let w = |name: &str, data: String| {
-                std::fs::write(dir.join(name), data).map_err(|e| Error::Other(format!("{}: {e}", dir.display())))
+                std::fs::write(dir.join(name), data)
+                    .map_err(|e| Error::Other(format!("{}: {e}", dir.display())))
             };
             if let Some(e) = &engine {
                 w("trace.jsonl", e.trace.to_json_lines())?;
             }
-            w("verdict.json", serde_json::to_string_pretty(&r).unwrap_or_default())?;
+            w(
+                "verdict.json",
+                serde_json::to_string_pretty(&r).unwrap_or_default(),
+            )?;
             w("diagram.txt", r.diagram.clone())?;
         }
         Ok(r)
@@ -195,7 +236,10 @@ pub fn wilson(k: usize, n: usize) -> Option<(f64, f64)> {
 
 pub fn summarize(rs: &[RunResult]) -> Summary {
     let conclusive: Vec<&RunResult> = rs.iter().filter(|r| r.conclusive).collect();
-    let crashes = conclusive.iter().filter(|r| matches!(r.verdict, Verdict::Crash { .. })).count();
+    let crashes = conclusive
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Crash { .. }))
+        .count();
     let mut titles: Vec<(String, usize)> = Vec::new();
     for r in rs {
         if let Verdict::Crash { title, .. } = &r.verdict {
@@ -213,12 +257,19 @@ pub fn summarize(rs: &[RunResult]) -> Summary {
         crashes,
         clean: rs.iter().filter(|r| r.verdict == Verdict::Clean).count(),
         hangs: rs.iter().filter(|r| r.verdict == Verdict::Hang).count(),
-        host_errors: rs.iter().filter(|r| matches!(r.verdict, Verdict::HostError { .. })).count(),
+        host_errors: rs
+            .iter()
+            .filter(|r| matches!(r.verdict, Verdict::HostError { .. }))
+            .count(),
         inconclusive: rs.len() - n,
         crash_rate: (n > 0).then(|| crashes as f64 / n as f64),
         crash_rate_ci95: wilson(crashes, n),
         titles,
-        mean_seconds: if rs.is_empty() { 0.0 } else { rs.iter().map(|r| r.seconds).sum::<f64>() / rs.len() as f64 },
+        mean_seconds: if rs.is_empty() {
+            0.0
+        } else {
+            rs.iter().map(|r| r.seconds).sum::<f64>() / rs.len() as f64
+        },
     }
 }
 

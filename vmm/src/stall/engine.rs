@@ -101,7 +101,10 @@ impl Engine {
                 return Err(Error::DuplicateName(n.to_string()));
             }
         }
-        let captured: Vec<&str> = specs.iter().flat_map(|s| s.capture.keys().map(String::as_str)).collect();
+        let captured: Vec<&str> = specs
+            .iter()
+            .flat_map(|s| s.capture.keys().map(String::as_str))
+            .collect();
         let mut triggers = Vec::new();
         let mut needs_task = false;
         for s in &specs {
@@ -109,7 +112,14 @@ impl Engine {
             if let Some(&v) = s.vcpus.iter().find(|&&v| v >= cfg.vcpus) {
                 return Err(Error::Vcpu(s.name.clone(), v, cfg.vcpus));
             }
-            for other in s.arm.iter().chain(&s.disarm).chain(s.stall.until.iter()).chain(s.during.iter()).chain(cfg.goal.iter()) {
+            for other in s
+                .arm
+                .iter()
+                .chain(&s.disarm)
+                .chain(s.stall.until.iter())
+                .chain(s.during.iter())
+                .chain(cfg.goal.iter())
+            {
                 if !names.contains(&other.as_str()) {
                     return Err(Error::UnknownTrigger(s.name.clone(), other.clone()));
                 }
@@ -118,7 +128,9 @@ impl Engine {
                 return Err(invalid("stall has both a duration and `until`"));
             }
             if s.stall.until.is_some() && s.stall.timeout.is_none() {
-                return Err(invalid("`until` needs a `timeout` (a stop must always end)"));
+                return Err(invalid(
+                    "`until` needs a `timeout` (a stop must always end)",
+                ));
             }
             if matches!(s.probability, Some(p) if !(0.0..=1.0).contains(&p)) {
                 return Err(invalid("probability must be in 0..=1"));
@@ -139,10 +151,21 @@ impl Engine {
             }
             needs_task |= s.comm.is_some() || s.pid.is_some() || s.task_flags.is_some();
             needs_task |= s.capture.values().any(|r| *r == Reg::Current);
-            let sites = syms.resolve(&s.site).map_err(|e| Error::Site(s.name.clone(), s.site.clone(), e))?;
+            let sites = syms
+                .resolve(&s.site)
+                .map_err(|e| Error::Site(s.name.clone(), s.site.clone(), e))?;
             if sites.len() != 1 {
-                let list: Vec<String> = sites.iter().take(6).map(|x| format!("{}+{:#x}", x.function, x.offset)).collect();
-                return Err(Error::ManySites(s.name.clone(), s.site.clone(), sites.len(), list.join(", ")));
+                let list: Vec<String> = sites
+                    .iter()
+                    .take(6)
+                    .map(|x| format!("{}+{:#x}", x.function, x.offset))
+                    .collect();
+                return Err(Error::ManySites(
+                    s.name.clone(),
+                    s.site.clone(),
+                    sites.len(),
+                    list.join(", "),
+                ));
             }
             let site = &sites[0];
             triggers.push(Trigger {
@@ -176,13 +199,29 @@ impl Engine {
             Err(_) => None,
         };
         let state = State {
-            t: triggers.iter().map(|t| TState { armed: !t.spec.disarmed, stalling: false, hits: 0, fires: 0 }).collect(),
+            t: triggers
+                .iter()
+                .map(|t| TState {
+                    armed: !t.spec.disarmed,
+                    stalling: false,
+                    hits: 0,
+                    fires: 0,
+                })
+                .collect(),
             vars: HashMap::new(),
             rng: cfg.seed ^ 0x5eed,
             fired: Vec::new(),
             goal_reached: cfg.goal.is_empty(),
         };
-        Ok(Self { cfg, triggers, bps, task, state: Mutex::new(state), cv: Condvar::new(), trace: Trace::default() })
+        Ok(Self {
+            cfg,
+            triggers,
+            bps,
+            task,
+            state: Mutex::new(state),
+            cv: Condvar::new(),
+            trace: Trace::default(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -190,7 +229,10 @@ impl Engine {
     }
 
     fn index(&self, name: &str) -> usize {
-        self.triggers.iter().position(|t| t.spec.name == name).expect("trigger names are validated")
+        self.triggers
+            .iter()
+            .position(|t| t.spec.name == name)
+            .expect("trigger names are validated")
     }
 
     /// Whether the interleaving goal was reached in this run.
@@ -205,7 +247,10 @@ impl Engine {
 
     /// Resolved sites, for reports: (trigger, func+off, address).
     pub fn sites(&self) -> Vec<(String, String, u64)> {
-        self.triggers.iter().map(|t| (t.spec.name.clone(), t.site.clone(), t.addr)).collect()
+        self.triggers
+            .iter()
+            .map(|t| (t.spec.name.clone(), t.site.clone(), t.addr))
+            .collect()
     }
 
     fn draw(&self, st: &mut State, d: Duration2) -> Duration {
@@ -216,7 +261,12 @@ impl Engine {
         d.lo + Duration::from_nanos(splitmix(&mut st.rng) % (span + 1))
     }
 
-    fn reg_value(&self, ctx: &VcpuCtx<'_>, regs: &Option<kvm_bindings::kvm_regs>, r: Reg) -> Option<u64> {
+    fn reg_value(
+        &self,
+        ctx: &VcpuCtx<'_>,
+        regs: &Option<kvm_bindings::kvm_regs>,
+        r: Reg,
+    ) -> Option<u64> {
         let g = regs.as_ref()?;
         Some(match r {
             Reg::Rdi => g.rdi,
@@ -254,7 +304,11 @@ impl Engine {
         let mut pid = [0u8; 4];
         ctx.read_virt(task + l.pid, &mut pid)?;
         let flags = ctx.read_u64(task + l.flags)? & 0xffff_ffff;
-        Some((String::from_utf8_lossy(&comm[..end]).into_owned(), u32::from_le_bytes(pid), flags))
+        Some((
+            String::from_utf8_lossy(&comm[..end]).into_owned(),
+            u32::from_le_bytes(pid),
+            flags,
+        ))
     }
 
     fn goal_check(&self, st: &mut State) {
@@ -283,7 +337,11 @@ impl Engine {
             }
             // Short slices: the VM's stop flag has no link to this condvar.
             let slice = (deadline - now).min(Duration::from_millis(5));
-            st = self.cv.wait_timeout(st, slice).unwrap_or_else(|e| e.into_inner()).0;
+            st = self
+                .cv
+                .wait_timeout(st, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 }
@@ -319,7 +377,8 @@ impl DebugHandler for Engine {
             if t.addr != addr || !(s.vcpus.is_empty() || s.vcpus.contains(&v)) {
                 continue;
             }
-            self.trace.record(ctx.elapsed(), v, EventKind::Hit, &s.name, String::new());
+            self.trace
+                .record(ctx.elapsed(), v, EventKind::Hit, &s.name, String::new());
             if !st.t[i].armed {
                 continue;
             }
@@ -331,7 +390,9 @@ impl DebugHandler for Engine {
             }
             if s.comm.is_some() || s.pid.is_some() || s.task_flags.is_some() {
                 let info = task.get_or_insert_with(|| self.task_info(ctx));
-                let Some((comm, pid, flags)) = info else { continue };
+                let Some((comm, pid, flags)) = info else {
+                    continue;
+                };
                 if s.comm.as_ref().is_some_and(|c| c != comm)
                     || s.pid.is_some_and(|p| p != *pid)
                     || s.task_flags.is_some_and(|m| *flags & m == 0)
@@ -351,7 +412,9 @@ impl DebugHandler for Engine {
             }
             st.t[i].hits += 1;
             let n = st.t[i].hits;
-            let count_ok = s.nth.is_none_or(|k| n == k) && s.every.is_none_or(|k| n % k == 0) && s.from.is_none_or(|k| n >= k);
+            let count_ok = s.nth.is_none_or(|k| n == k)
+                && s.every.is_none_or(|k| n % k == 0)
+                && s.from.is_none_or(|k| n >= k);
             if !count_ok {
                 continue;
             }
@@ -384,7 +447,8 @@ impl DebugHandler for Engine {
                 }
             }
             st.fired.push(s.name.clone());
-            self.trace.record(ctx.elapsed(), v, EventKind::Fire, &s.name, detail);
+            self.trace
+                .record(ctx.elapsed(), v, EventKind::Fire, &s.name, detail);
             block_irq = block_irq.or(s.block_irq);
             if action.is_none() && (s.stall.duration.is_some() || s.stall.until.is_some()) {
                 action = Some(i);
@@ -403,17 +467,34 @@ impl DebugHandler for Engine {
         if let Some(d) = stall.duration {
             let d = self.draw(&mut st, d);
             drop(st);
-            self.trace.record(ctx.elapsed(), v, EventKind::StallStart, &s.name, format!("{d:?}"));
+            self.trace.record(
+                ctx.elapsed(),
+                v,
+                EventKind::StallStart,
+                &s.name,
+                format!("{d:?}"),
+            );
             let done = !self.wait(ctx, start + d, |_| false);
-            let why = if done { format!("{d:?} elapsed") } else { "VM stopping".into() };
-            self.trace.record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
+            let why = if done {
+                format!("{d:?} elapsed")
+            } else {
+                "VM stopping".into()
+            };
+            self.trace
+                .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         } else if let (Some(until), Some(timeout)) = (&stall.until, stall.timeout) {
             let j = self.index(until);
             let before = st.t[j].fires;
             let timeout = self.draw(&mut st, timeout);
             let after = stall.after.map(|a| self.draw(&mut st, a));
             drop(st);
-            self.trace.record(ctx.elapsed(), v, EventKind::StallStart, &s.name, format!("until {until}, timeout {timeout:?}"));
+            self.trace.record(
+                ctx.elapsed(),
+                v,
+                EventKind::StallStart,
+                &s.name,
+                format!("until {until}, timeout {timeout:?}"),
+            );
             let met = self.wait(ctx, start + timeout, |st| st.t[j].fires > before);
             let mut why = if met {
                 format!("{until} fired after {:?}", start.elapsed())
@@ -426,13 +507,15 @@ impl DebugHandler for Engine {
                 self.wait(ctx, Instant::now() + a, |_| false);
                 why.push_str(&format!(", then {a:?}"));
             }
-            self.trace.record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
+            self.trace
+                .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         }
         self.lock().t[i].stalling = false;
         if s.announce {
             ctx.announce_pause();
         }
-        self.trace.record(ctx.elapsed(), v, EventKind::Resume, &s.name, String::new());
+        self.trace
+            .record(ctx.elapsed(), v, EventKind::Resume, &s.name, String::new());
         Resume { block_irq }
     }
 }

@@ -28,7 +28,9 @@ impl Duration2 {
 pub fn parse_duration(s: &str) -> Result<Duration, Error> {
     let err = || Error::Duration(s.to_string());
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(err)?;
     let (num, unit) = s.split_at(split);
     let v: f64 = num.parse().map_err(|_| err())?;
     let secs = match unit {
@@ -116,7 +118,8 @@ impl std::str::FromStr for Value {
             Some(h) => u64::from_str_radix(h, 16),
             None => s.parse(),
         };
-        n.map(Value::Num).map_err(|_| format!("'{s}' is neither a number nor a $capture"))
+        n.map(Value::Num)
+            .map_err(|_| format!("'{s}' is neither a number nor a $capture"))
     }
 }
 
@@ -232,10 +235,14 @@ impl TriggerSpec {
     pub fn parse_break(s: &str, index: usize) -> Result<Self, Error> {
         let e = |m: String| Error::Break(s.to_string(), m);
         let mut parts = s.split(',');
-        let site = parts.next().filter(|p| !p.is_empty()).ok_or_else(|| e("no site".into()))?;
+        let site = parts
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| e("no site".into()))?;
         let mut t = TriggerSpec::new(&format!("b{index}"), site);
         let num = |k: &str, v: &str| -> Result<u64, Error> {
-            v.parse().map_err(|_| e(format!("{k}: '{v}' is not a number")))
+            v.parse()
+                .map_err(|_| e(format!("{k}: '{v}' is not a number")))
         };
         let dur = |v: &str| v.parse::<Duration2>().map_err(|x| e(x.to_string()));
         for p in parts {
@@ -259,12 +266,21 @@ impl TriggerSpec {
                 "during" => t.during = Some(v.into()),
                 "comm" => t.comm = Some(v.into()),
                 "pid" => t.pid = Some(num(k, v)? as u32),
-                "task_flags" => t.task_flags = Some(v.parse::<Value>().ok().and_then(|x| match x {
-                    Value::Num(n) => Some(n),
-                    _ => None,
-                }).ok_or_else(|| e(format!("task_flags: '{v}'")))?),
+                "task_flags" => {
+                    t.task_flags = Some(
+                        v.parse::<Value>()
+                            .ok()
+                            .and_then(|x| match x {
+                                Value::Num(n) => Some(n),
+                                _ => None,
+                            })
+                            .ok_or_else(|| e(format!("task_flags: '{v}'")))?,
+                    )
+                }
                 "capture" => {
-                    let (var, reg) = v.split_once(':').ok_or_else(|| e("capture=VAR:REG".into()))?;
+                    let (var, reg) = v
+                        .split_once(':')
+                        .ok_or_else(|| e("capture=VAR:REG".into()))?;
                     t.capture.insert(var.into(), reg.parse().map_err(e)?);
                 }
                 "arm" => t.arm.push(v.into()),
@@ -294,7 +310,10 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert!(parse_duration("5m").is_err());
         let r: Duration2 = "1ms..3ms".parse().unwrap();
-        assert_eq!((r.lo, r.hi), (Duration::from_millis(1), Duration::from_millis(3)));
+        assert_eq!(
+            (r.lo, r.hi),
+            (Duration::from_millis(1), Duration::from_millis(3))
+        );
         assert!("3ms..1ms".parse::<Duration2>().is_err());
     }
 
@@ -304,16 +323,28 @@ mod tests {
         assert_eq!(t.site, "try_to_wake_up");
         assert_eq!(t.vcpus, vec![1]);
         assert_eq!(t.nth, Some(50));
-        assert_eq!(t.stall.duration, Some(Duration2::fixed(Duration::from_millis(200))));
-        let t = TriggerSpec::parse_break("ttwu_do_wakeup/store:task_struct.__state,rsi=$T,until=dead,timeout=50ms,name=w", 3)
-            .unwrap();
+        assert_eq!(
+            t.stall.duration,
+            Some(Duration2::fixed(Duration::from_millis(200)))
+        );
+        let t = TriggerSpec::parse_break(
+            "ttwu_do_wakeup/store:task_struct.__state,rsi=$T,until=dead,timeout=50ms,name=w",
+            3,
+        )
+        .unwrap();
         assert_eq!(t.name, "w");
         assert_eq!(t.regs.get("rsi"), Some(&Value::Var("T".into())));
         assert_eq!(t.stall.until.as_deref(), Some("dead"));
         let t = TriggerSpec::parse_break("f,capture=T:current,blockirq=5ms", 1).unwrap();
         assert_eq!(t.capture.get("T"), Some(&Reg::Current));
-        assert_eq!(t.block_irq, Some(Duration2::fixed(Duration::from_millis(5))));
-        assert!(TriggerSpec::parse_break("f,bogus=1", 0).unwrap_err().to_string().contains("unknown key 'bogus'"));
+        assert_eq!(
+            t.block_irq,
+            Some(Duration2::fixed(Duration::from_millis(5)))
+        );
+        assert!(TriggerSpec::parse_break("f,bogus=1", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown key 'bogus'"));
         assert!(TriggerSpec::parse_break(",nth=1", 0).is_err());
     }
 }

@@ -39,7 +39,10 @@ const MAX_EVENTS: usize = 200_000;
 
 impl Default for Trace {
     fn default() -> Self {
-        Self { events: Mutex::new(Vec::new()), hits_dropped: Mutex::new(0) }
+        Self {
+            events: Mutex::new(Vec::new()),
+            hits_dropped: Mutex::new(0),
+        }
     }
 }
 
@@ -50,15 +53,27 @@ impl Trace {
             *self.hits_dropped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             return;
         }
-        ev.push(Event { t_us: t.as_micros() as u64, vcpu, kind, trigger: trigger.into(), detail });
+        ev.push(Event {
+            t_us: t.as_micros() as u64,
+            vcpu,
+            kind,
+            trigger: trigger.into(),
+            detail,
+        });
     }
 
     pub fn events(&self) -> Vec<Event> {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn to_json_lines(&self) -> String {
-        self.events().iter().map(|e| serde_json::to_string(e).unwrap_or_default() + "\n").collect()
+        self.events()
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap_or_default() + "\n")
+            .collect()
     }
 }
 
@@ -106,9 +121,27 @@ mod tests {
     #[test]
     fn columns() {
         let t = Trace::default();
-        t.record(Duration::from_micros(1500), 1, EventKind::Fire, "w", "rsi=T".into());
-        t.record(Duration::from_micros(1600), 0, EventKind::StallEnd, "t", "until w".into());
-        t.record(Duration::from_micros(1700), 0, EventKind::Hit, "t", String::new());
+        t.record(
+            Duration::from_micros(1500),
+            1,
+            EventKind::Fire,
+            "w",
+            "rsi=T".into(),
+        );
+        t.record(
+            Duration::from_micros(1600),
+            0,
+            EventKind::StallEnd,
+            "t",
+            "until w".into(),
+        );
+        t.record(
+            Duration::from_micros(1700),
+            0,
+            EventKind::Hit,
+            "t",
+            String::new(),
+        );
         let d = diagram(&t.events(), 2);
         let lines: Vec<&str> = d.lines().collect();
         assert_eq!(lines.len(), 4);

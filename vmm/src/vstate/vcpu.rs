@@ -22,7 +22,11 @@ pub enum End {
     /// KVM_EXIT_SHUTDOWN: triple fault.
     TripleFault { vcpu: usize },
     /// The host could not emulate a guest instruction.
-    EmulationFailure { vcpu: usize, rip: u64, bytes: Vec<u8> },
+    EmulationFailure {
+        vcpu: usize,
+        rip: u64,
+        bytes: Vec<u8>,
+    },
     /// Wall-clock limit reached.
     Timeout,
     /// Ctrl-C.
@@ -38,7 +42,11 @@ impl std::fmt::Display for End {
             End::TripleFault { vcpu } => write!(f, "triple fault on vCPU {vcpu}"),
             End::EmulationFailure { vcpu, rip, bytes } => {
                 let b: Vec<String> = bytes.iter().map(|x| format!("{x:02x}")).collect();
-                write!(f, "host cannot emulate instruction [{}] at rip {rip:#x} on vCPU {vcpu}", b.join(" "))
+                write!(
+                    f,
+                    "host cannot emulate instruction [{}] at rip {rip:#x} on vCPU {vcpu}",
+                    b.join(" ")
+                )
             }
             End::Timeout => write!(f, "timeout"),
             End::Interrupted => write!(f, "interrupted"),
@@ -60,7 +68,13 @@ pub struct RunShared {
 
 impl RunShared {
     pub fn new(start: Instant) -> Self {
-        Self { stop: AtomicBool::new(false), irq_blocks: Mutex::new(Vec::new()), end: Mutex::new(None), cv: Condvar::new(), start }
+        Self {
+            stop: AtomicBool::new(false),
+            irq_blocks: Mutex::new(Vec::new()),
+            end: Mutex::new(None),
+            cv: Condvar::new(),
+            start,
+        }
     }
 
     pub fn stopping(&self) -> bool {
@@ -80,7 +94,10 @@ impl RunShared {
     /// Wait until the run ends or `timeout` passes; None on timeout.
     pub fn wait(&self, timeout: Duration) -> Option<End> {
         let g = self.end.lock().unwrap_or_else(|e| e.into_inner());
-        let (g, _) = self.cv.wait_timeout_while(g, timeout, |e| e.is_none()).unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |e| e.is_none())
+            .unwrap_or_else(|e| e.into_inner());
         g.clone()
     }
 
@@ -97,7 +114,11 @@ impl RunShared {
     pub fn irq_blocks_due(&self) -> (Vec<usize>, Option<Instant>) {
         let g = self.irq_blocks.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let due = g.iter().filter(|(_, t)| *t <= now).map(|(v, _)| *v).collect();
+        let due = g
+            .iter()
+            .filter(|(_, t)| *t <= now)
+            .map(|(v, _)| *v)
+            .collect();
         (due, g.iter().map(|(_, t)| *t).filter(|t| *t > now).min())
     }
 
@@ -154,7 +175,9 @@ impl VcpuCtx<'_> {
                 return None;
             }
             let n = (buf.len() - done).min((0x1000 - (va & 0xfff)) as usize);
-            self.mem.read_slice(&mut buf[done..done + n], GuestAddress(t.physical_address)).ok()?;
+            self.mem
+                .read_slice(&mut buf[done..done + n], GuestAddress(t.physical_address))
+                .ok()?;
             done += n;
         }
         Some(())
@@ -227,11 +250,18 @@ impl VcpuRunner {
     /// Run until the VM stops. Never panics on guest behaviour: every exit
     /// either continues or ends the run with a reason.
     pub fn run(mut self) {
-        let bps = self.handler.as_ref().map(|h| h.breakpoints(self.index)).unwrap_or([None; 4]);
+        let bps = self
+            .handler
+            .as_ref()
+            .map(|h| h.breakpoints(self.index))
+            .unwrap_or([None; 4]);
         let armed = bps.iter().any(Option::is_some);
         if armed {
             if let Err(e) = self.fd.set_guest_debug(&guest_debug(&bps, false, false)) {
-                self.shared.finish(End::HostError(format!("vCPU {}: set guest debug: {e}", self.index)));
+                self.shared.finish(End::HostError(format!(
+                    "vCPU {}: set guest debug: {e}",
+                    self.index
+                )));
                 return;
             }
         }
@@ -250,7 +280,8 @@ impl VcpuRunner {
                     continue;
                 }
                 Err(e) => {
-                    self.shared.finish(End::HostError(format!("vCPU {}: KVM_RUN: {e}", self.index)));
+                    self.shared
+                        .finish(End::HostError(format!("vCPU {}: KVM_RUN: {e}", self.index)));
                     break;
                 }
             };
@@ -276,8 +307,12 @@ impl VcpuRunner {
                         if slot > 3 || arch.dr6 & DR6_BS != 0 {
                             continue;
                         }
-                        let mut ctx =
-                            VcpuCtx { index: self.index, fd: &self.fd, mem: &self.mem, shared: &self.shared };
+                        let mut ctx = VcpuCtx {
+                            index: self.index,
+                            fd: &self.fd,
+                            mem: &self.mem,
+                            shared: &self.shared,
+                        };
                         let r = h.on_hit(&mut ctx, slot);
                         block_until = r.block_irq.map(|d| Instant::now() + d);
                         self.shared.set_irq_block(self.index, block_until);
@@ -306,14 +341,28 @@ impl VcpuRunner {
             }
         }
         if let (Ok(r), Ok(s)) = (self.fd.get_regs(), self.fd.get_sregs()) {
-            let mp = self.fd.get_mp_state().map(|m| m.mp_state).unwrap_or(u32::MAX);
-            tracing::debug!(vcpu = self.index, rip = format_args!("{:#x}", r.rip), cs = s.cs.selector, cr0 = format_args!("{:#x}", s.cr0), mp, "vCPU stopped");
+            let mp = self
+                .fd
+                .get_mp_state()
+                .map(|m| m.mp_state)
+                .unwrap_or(u32::MAX);
+            tracing::debug!(
+                vcpu = self.index,
+                rip = format_args!("{:#x}", r.rip),
+                cs = s.cs.selector,
+                cr0 = format_args!("{:#x}", s.cr0),
+                mp,
+                "vCPU stopped"
+            );
         }
     }
 
     fn set_debug(&self, d: kvm_guest_debug) {
         if let Err(e) = self.fd.set_guest_debug(&d) {
-            self.shared.finish(End::HostError(format!("vCPU {}: set guest debug: {e}", self.index)));
+            self.shared.finish(End::HostError(format!(
+                "vCPU {}: set guest debug: {e}",
+                self.index
+            )));
         }
     }
 
@@ -336,13 +385,21 @@ impl VcpuRunner {
         }
         let mut bytes = Vec::new();
         if internal.ndata >= 2 && internal.data[0] & FLAG_INSN_BYTES != 0 {
-            let raw: Vec<u8> = internal.data[1..3].iter().flat_map(|w| w.to_le_bytes()).collect();
+            let raw: Vec<u8> = internal.data[1..3]
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect();
             let n = (raw[0] as usize).min(15);
             bytes = raw[1..1 + n].to_vec();
         }
         if bytes.is_empty() {
             let mut b = [0u8; 15];
-            let ctx = VcpuCtx { index: self.index, fd: &self.fd, mem: &self.mem, shared: &self.shared };
+            let ctx = VcpuCtx {
+                index: self.index,
+                fd: &self.fd,
+                mem: &self.mem,
+                shared: &self.shared,
+            };
             if ctx.read_virt(rip, &mut b).is_some() {
                 bytes = b.to_vec();
             }
@@ -355,11 +412,17 @@ impl VcpuRunner {
         if fixed {
             return;
         }
-        self.shared.finish(End::EmulationFailure { vcpu: self.index, rip, bytes });
+        self.shared.finish(End::EmulationFailure {
+            vcpu: self.index,
+            rip,
+            bytes,
+        });
     }
 
     fn skip(&mut self, rip: u64, len: u64) -> bool {
-        let Ok(mut regs) = self.fd.get_regs() else { return false };
+        let Ok(mut regs) = self.fd.get_regs() else {
+            return false;
+        };
         regs.rip = rip + len;
         self.fd.set_regs(&regs).is_ok()
     }
@@ -367,9 +430,13 @@ impl VcpuRunner {
     /// The guest's own `int3` on a host that cannot run it: deliver the #BP
     /// it would have raised (rip past the 0xCC, trap-style).
     fn deliver_int3(&mut self, rip: u64) -> bool {
-        let Ok(mut regs) = self.fd.get_regs() else { return false };
+        let Ok(mut regs) = self.fd.get_regs() else {
+            return false;
+        };
         regs.rip = rip + 1;
-        let Ok(mut ev) = self.fd.get_vcpu_events() else { return false };
+        let Ok(mut ev) = self.fd.get_vcpu_events() else {
+            return false;
+        };
         ev.exception.injected = 1;
         ev.exception.nr = 3;
         ev.exception.has_error_code = 0;

@@ -1,6 +1,8 @@
 //! The VM: guest RAM, in-kernel LAPIC/IOAPIC/PIC and PIT, and its vCPUs.
 use crate::arch::x86_64::regs;
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -9,7 +11,10 @@ pub enum Error {
     #[error("cannot open /dev/kvm: {0} (is KVM available and accessible to this user?)")]
     OpenKvm(kvm_ioctls::Error),
     #[error("KVM: {what}: {err}")]
-    Kvm { what: &'static str, err: kvm_ioctls::Error },
+    Kvm {
+        what: &'static str,
+        err: kvm_ioctls::Error,
+    },
     #[error("guest memory of {0} MiB: {1}")]
     Memory(u64, String),
     #[error("invalid VM configuration: {0}")]
@@ -36,12 +41,18 @@ pub struct Vm {
 impl Vm {
     pub fn new(cfg: &VmConfig) -> Result<Self, Error> {
         if cfg.vcpus == 0 || cfg.vcpus > 64 {
-            return Err(Error::Config(format!("{} vCPUs (1..=64 supported)", cfg.vcpus)));
+            return Err(Error::Config(format!(
+                "{} vCPUs (1..=64 supported)",
+                cfg.vcpus
+            )));
         }
         // Below 64 MiB the kernel and initramfs do not fit; above 1 GiB the
         // boot page tables would not cover the initramfs we put at the top.
         if !(64..=1024).contains(&cfg.mem_mib) {
-            return Err(Error::Config(format!("{} MiB of memory (64..=1024 supported)", cfg.mem_mib)));
+            return Err(Error::Config(format!(
+                "{} MiB of memory (64..=1024 supported)",
+                cfg.mem_mib
+            )));
         }
         let kvm = Kvm::new().map_err(Error::OpenKvm)?;
         let fd = kvm.create_vm().map_err(kvm_err("create VM"))?;
@@ -60,20 +71,32 @@ impl Vm {
             // (both are owned by this struct, memory dropped after fd).
             unsafe { fd.set_user_memory_region(r) }.map_err(kvm_err("set memory region"))?;
         }
-        fd.set_tss_address(0xfffb_d000).map_err(kvm_err("set TSS address"))?;
+        fd.set_tss_address(0xfffb_d000)
+            .map_err(kvm_err("set TSS address"))?;
         fd.create_irq_chip().map_err(kvm_err("create irqchip"))?;
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
         fd.create_pit2(pit).map_err(kvm_err("create PIT"))?;
 
-        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get CPUID"))?;
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("get CPUID"))?;
         let mut vcpus = Vec::with_capacity(cfg.vcpus);
         for i in 0..cfg.vcpus {
             let v = fd.create_vcpu(i as u64).map_err(kvm_err("create vCPU"))?;
-            regs::setup_cpuid(&v, &supported, i as u8, cfg.vcpus as u8).map_err(kvm_err("set CPUID"))?;
+            regs::setup_cpuid(&v, &supported, i as u8, cfg.vcpus as u8)
+                .map_err(kvm_err("set CPUID"))?;
             regs::setup_msrs(&v).map_err(kvm_err("set MSRs"))?;
             regs::setup_lint(&v).map_err(kvm_err("set LAPIC LINT"))?;
             vcpus.push(v);
         }
-        Ok(Self { kvm, fd, mem, vcpus })
+        Ok(Self {
+            kvm,
+            fd,
+            mem,
+            vcpus,
+        })
     }
 }

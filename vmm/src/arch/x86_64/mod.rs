@@ -32,7 +32,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub fn initrd_address(mem_size: u64, initrd_len: usize) -> Result<u64> {
     let len = initrd_len as u64;
     let top = mem_size.min(1 << 30); // below the identity-mapped first GiB
-    let addr = top.checked_sub(len).ok_or(Error::InitrdTooLarge(initrd_len))? & !0xfff;
+    let addr = top
+        .checked_sub(len)
+        .ok_or(Error::InitrdTooLarge(initrd_len))?
+        & !0xfff;
     if addr < KERNEL_LOW_LIMIT {
         return Err(Error::InitrdTooLarge(initrd_len));
     }
@@ -67,12 +70,19 @@ pub fn write_zero_page(
         (0x10_0000, mem_size - 0x10_0000, 1u32),
     ];
     for (i, (addr, size, type_)) in e820.iter().enumerate() {
-        p.e820_table[i] = boot_e820_entry { addr: *addr, size: *size, r#type: *type_ };
+        p.e820_table[i] = boot_e820_entry {
+            addr: *addr,
+            size: *size,
+            r#type: *type_,
+        };
     }
     p.e820_entries = e820.len() as u8;
     // SAFETY: boot_params is a plain C struct; viewing it as bytes is sound.
     let bytes = unsafe {
-        std::slice::from_raw_parts(&p as *const _ as *const u8, std::mem::size_of::<boot_params>())
+        std::slice::from_raw_parts(
+            &p as *const _ as *const u8,
+            std::mem::size_of::<boot_params>(),
+        )
     };
     mem.write_slice(bytes, GuestAddress(ZERO_PAGE_START))
         .map_err(|_| Error::Memory(ZERO_PAGE_START))
@@ -81,7 +91,10 @@ pub fn write_zero_page(
 /// Identity-map the first GiB with 2 MiB pages: enough for `startup_64`,
 /// which builds its own tables at once.
 pub fn write_page_tables(mem: &GuestMemoryMmap) -> Result<()> {
-    let w = |addr: u64, val: u64| mem.write_obj(val, GuestAddress(addr)).map_err(|_| Error::Memory(addr));
+    let w = |addr: u64, val: u64| {
+        mem.write_obj(val, GuestAddress(addr))
+            .map_err(|_| Error::Memory(addr))
+    };
     w(PML4_START, PDPTE_START | 0x03)?;
     w(PDPTE_START, PDE_START | 0x03)?;
     for i in 0..512u64 {
@@ -94,7 +107,8 @@ pub fn write_page_tables(mem: &GuestMemoryMmap) -> Result<()> {
 pub fn write_gdt(mem: &GuestMemoryMmap) -> Result<()> {
     for (i, e) in regs::GDT.iter().enumerate() {
         let a = BOOT_GDT_START + (i * 8) as u64;
-        mem.write_obj(*e, GuestAddress(a)).map_err(|_| Error::Memory(a))?;
+        mem.write_obj(*e, GuestAddress(a))
+            .map_err(|_| Error::Memory(a))?;
     }
     mem.write_obj(0u64, GuestAddress(BOOT_IDT_START))
         .map_err(|_| Error::Memory(BOOT_IDT_START))

@@ -102,7 +102,8 @@ pub fn write(mem: &GuestMemoryMmap, num_cpus: usize) -> Result<(), Error> {
     if MPTABLE_START as usize + bytes.len() > 0xa_0000 {
         return Err(Error::TooManyCpus(num_cpus));
     }
-    mem.write_slice(&bytes, GuestAddress(MPTABLE_START)).map_err(|_| Error::Write)
+    mem.write_slice(&bytes, GuestAddress(MPTABLE_START))
+        .map_err(|_| Error::Write)
 }
 
 #[cfg(test)]
@@ -119,7 +120,10 @@ mod tests {
         let len = u16::from_le_bytes([table[4], table[5]]) as usize;
         assert_eq!(len, table.len());
         assert_eq!(table.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
-        assert_eq!(u16::from_le_bytes([table[34], table[35]]), 2 + 1 + 1 + 24 + 2);
+        assert_eq!(
+            u16::from_le_bytes([table[34], table[35]]),
+            2 + 1 + 1 + 24 + 2
+        );
         assert_eq!(table[44 + 3], CPU_EN | CPU_BSP);
         assert_eq!(table[64 + 3], CPU_EN);
     }

@@ -3,7 +3,7 @@
 //! CPUID with this vCPU's APIC ID; the LAPIC's LINT pins as the MP table
 //! says.
 use super::layout::*;
-use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, Msrs, kvm_msr_entry, CpuId};
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_sregs, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 
 /// null, null, code64 (0x10), data (0x18), TSS (0x20): the boot protocol
@@ -31,7 +31,11 @@ fn segment(index: usize) -> kvm_segment {
     let present = ((e >> 47) & 1) as u8;
     kvm_segment {
         base: ((e >> 32) & 0xff00_0000) | ((e >> 16) & 0xff_ffff),
-        limit: if g == 1 { (raw_limit << 12) | 0xfff } else { raw_limit },
+        limit: if g == 1 {
+            (raw_limit << 12) | 0xfff
+        } else {
+            raw_limit
+        },
         selector: (index * 8) as u16,
         type_: ((e >> 40) & 0xf) as u8,
         present,
@@ -86,7 +90,11 @@ pub fn setup_long_mode(vcpu: &VcpuFd, entry: u64) -> Result<(), kvm_ioctls::Erro
     };
     vcpu.set_regs(&regs)?;
 
-    let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+    let fpu = kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    };
     vcpu.set_fpu(&fpu)
 }
 
@@ -97,8 +105,16 @@ pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
     const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
     const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
     let entries = [
-        kvm_msr_entry { index: MSR_IA32_MISC_ENABLE, data: 1, ..Default::default() },
-        kvm_msr_entry { index: MSR_MTRR_DEF_TYPE, data: (1 << 11) | 6, ..Default::default() },
+        kvm_msr_entry {
+            index: MSR_IA32_MISC_ENABLE,
+            data: 1,
+            ..Default::default()
+        },
+        kvm_msr_entry {
+            index: MSR_MTRR_DEF_TYPE,
+            data: (1 << 11) | 6,
+            ..Default::default()
+        },
     ];
     let msrs = Msrs::from_entries(&entries).expect("two MSR entries fit");
     vcpu.set_msrs(&msrs).map(|_| ())
@@ -128,12 +144,18 @@ pub fn setup_lint(vcpu: &VcpuFd) -> Result<(), kvm_ioctls::Error> {
 const KVM_FEATURE_CLOCK_ONLY: u32 = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 24);
 
 /// KVM's supported CPUID with this vCPU's APIC ID in leaves 1 and 0xb.
-pub fn setup_cpuid(vcpu: &VcpuFd, supported: &CpuId, apic_id: u8, num_cpus: u8) -> Result<(), kvm_ioctls::Error> {
+pub fn setup_cpuid(
+    vcpu: &VcpuFd,
+    supported: &CpuId,
+    apic_id: u8,
+    num_cpus: u8,
+) -> Result<(), kvm_ioctls::Error> {
     let mut cpuid = supported.clone();
     for e in cpuid.as_mut_slice() {
         match e.function {
             1 => {
-                e.ebx = (e.ebx & 0x0000_ffff) | ((num_cpus as u32) << 16) | ((apic_id as u32) << 24);
+                e.ebx =
+                    (e.ebx & 0x0000_ffff) | ((num_cpus as u32) << 16) | ((apic_id as u32) << 24);
                 e.edx |= 1 << 28; // HTT: the count in ebx[23:16] is valid
             }
             0xb => e.edx = apic_id as u32,
