@@ -19,6 +19,12 @@ pub struct BenchArgs {
 
 #[derive(clap::Subcommand)]
 pub enum BenchWhat {
+    /// Round trip of a breakpoint hit (hit, step over, re-arm) against a
+    /// bare port-I/O exit, on a two-instruction guest.
+    Exits {
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
+    },
     /// Median time to the init's first line: preemptor vs QEMU microvm.
     Boot {
         #[arg(long, default_value = "fixed")]
@@ -123,16 +129,43 @@ fn qemu_once(
 }
 
 pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
-    let BenchWhat::Boot {
-        kernel,
-        runs,
-        vcpus,
-        memory,
-        timeout,
-    } = a.what;
+    match a.what {
+        BenchWhat::Boot {
+            kernel,
+            runs,
+            vcpus,
+            memory,
+            timeout,
+        } => boot(&kernel, runs, vcpus, memory, timeout),
+        BenchWhat::Exits { samples } => exits(samples),
+    }
+}
+
+fn exits(samples: usize) -> Result<i32, UsageError> {
+    let c = crate::vstate::exitbench::measure(samples).map_err(UsageError)?;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "bench exits ({} samples each, medians, host profile {}): port-I/O exit {:.1} us, \
+         breakpoint hit + resume {:.1} us, ratio {:.2}",
+        c.samples,
+        HostProfile::probe().name(),
+        us(c.io_exit),
+        us(c.breakpoint),
+        us(c.breakpoint) / us(c.io_exit)
+    );
+    Ok(0)
+}
+
+fn boot(
+    kernel: &str,
+    runs: usize,
+    vcpus: usize,
+    memory: u64,
+    timeout: u64,
+) -> Result<i32, UsageError> {
     ensure_qemu()?;
     let profile = HostProfile::probe();
-    let k = artifacts::resolve_kernel(&kernel)?;
+    let k = artifacts::resolve_kernel(kernel)?;
     let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir())?;
     let initrd = std::env::temp_dir().join(format!("preemptor-bench-{}.cpio", std::process::id()));
     std::fs::write(&initrd, &initramfs)

@@ -218,7 +218,7 @@ fn dr7_for(bps: &[Option<u64>; 4]) -> u64 {
     dr7
 }
 
-fn guest_debug(bps: &[Option<u64>; 4], step: bool, block_irq: bool) -> kvm_guest_debug {
+pub(crate) fn guest_debug(bps: &[Option<u64>; 4], step: bool, block_irq: bool) -> kvm_guest_debug {
     let mut d = kvm_guest_debug::default();
     d.control = KVM_GUESTDBG_ENABLE;
     if step {

@@ -1,0 +1,103 @@
+//! Exit round-trip costs on this host, measured on a two-instruction guest
+//! (real mode, no kernel): a bare port-I/O exit against a breakpoint hit
+//! resumed the way the vCPU loop resumes it (breakpoints off, single-step,
+//! breakpoints on: two exits), in one VM, alternating batches.
+use super::vcpu::guest_debug;
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd};
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+const CODE: u64 = 0x1000;
+// 0x1000: out 0x80, al ; 0x1002: jmp 0x1000   (port-I/O loop)
+// 0x1004: nop          ; 0x1005: jmp 0x1004   (breakpoint loop)
+const PROGRAM: [u8; 7] = [0xe6, 0x80, 0xeb, 0xfc, 0x90, 0xeb, 0xfd];
+
+pub struct ExitCosts {
+    pub io_exit: Duration,
+    pub breakpoint: Duration,
+    pub samples: usize,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn set_rip(vcpu: &VcpuFd, rip: u64) -> Result<(), String> {
+    let mut r = vcpu.get_regs().map_err(|e| e.to_string())?;
+    r.rip = rip;
+    r.rflags = 2;
+    vcpu.set_regs(&r).map_err(|e| e.to_string())
+}
+
+pub fn measure(samples: usize) -> Result<ExitCosts, String> {
+    let kvm = Kvm::new().map_err(|e| format!("/dev/kvm: {e}"))?;
+    let vm = kvm.create_vm().map_err(|e| e.to_string())?;
+    let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)])
+        .map_err(|e| e.to_string())?;
+    let host = mem
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| e.to_string())? as u64;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        guest_phys_addr: 0,
+        memory_size: 0x10_0000,
+        userspace_addr: host,
+        flags: 0,
+    };
+    // SAFETY: `mem` outlives the VM (dropped after it at the end of scope).
+    unsafe { vm.set_user_memory_region(region) }.map_err(|e| e.to_string())?;
+    mem.write_slice(&PROGRAM, GuestAddress(CODE))
+        .map_err(|e| e.to_string())?;
+    let mut vcpu = vm.create_vcpu(0).map_err(|e| e.to_string())?;
+    let mut sregs = vcpu.get_sregs().map_err(|e| e.to_string())?;
+    sregs.cs.base = 0;
+    sregs.cs.selector = 0;
+    vcpu.set_sregs(&sregs).map_err(|e| e.to_string())?;
+
+    let bp = [Some(CODE + 4), None, None, None];
+    let (mut io, mut brk) = (Vec::new(), Vec::new());
+    let batch = 100;
+    while io.len() < samples {
+        set_rip(&vcpu, CODE)?;
+        vcpu.set_guest_debug(&guest_debug(&[None; 4], false, false))
+            .map_err(|e| e.to_string())?;
+        for _ in 0..batch {
+            let t = Instant::now();
+            match vcpu.run() {
+                Ok(VcpuExit::IoOut(0x80, _)) => io.push(t.elapsed()),
+                Ok(e) => return Err(format!("unexpected exit {e:?} in the I/O loop")),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        set_rip(&vcpu, CODE + 4)?;
+        vcpu.set_guest_debug(&guest_debug(&bp, false, false))
+            .map_err(|e| e.to_string())?;
+        for _ in 0..batch {
+            let t = Instant::now();
+            // Hit, then the loop's resume: step over with breakpoints off,
+            // then re-arm (the re-arm takes effect at the next KVM_RUN).
+            match vcpu.run() {
+                Ok(VcpuExit::Debug(_)) => {}
+                Ok(e) => return Err(format!("unexpected exit {e:?} waiting for the breakpoint")),
+                Err(e) => return Err(e.to_string()),
+            }
+            vcpu.set_guest_debug(&guest_debug(&bp, true, true))
+                .map_err(|e| e.to_string())?;
+            match vcpu.run() {
+                Ok(VcpuExit::Debug(_)) => {}
+                Ok(e) => return Err(format!("unexpected exit {e:?} while stepping")),
+                Err(e) => return Err(e.to_string()),
+            }
+            vcpu.set_guest_debug(&guest_debug(&bp, false, false))
+                .map_err(|e| e.to_string())?;
+            brk.push(t.elapsed());
+        }
+    }
+    Ok(ExitCosts {
+        io_exit: median(io),
+        breakpoint: median(brk),
+        samples: samples.max(batch),
+    })
+}
