@@ -119,13 +119,12 @@ impl Scenario {
         Ok(s)
     }
 
-    /// An error about trigger `name`, located at its `name = "..."` line.
-    pub fn error_at_trigger(&self, name: &str, msg: String) -> Error {
-        let needle = format!("\"{name}\"");
+    /// An error located at the first line matching `at` (0 if none).
+    fn error_where(&self, at: impl Fn(&str) -> bool, msg: String) -> Error {
         let line = self
             .text
             .lines()
-            .position(|l| l.trim_start().starts_with("name") && l.contains(&needle))
+            .position(|l| at(l.trim_start()))
             .map(|i| i + 1)
             .unwrap_or(0);
         Error::At {
@@ -135,19 +134,15 @@ impl Scenario {
         }
     }
 
-    /// An error about a top-level key, located where it appears.
+    /// An error about trigger `name`, located at its `name = "..."` line.
+    pub fn error_at_trigger(&self, name: &str, msg: String) -> Error {
+        let needle = format!("\"{name}\"");
+        self.error_where(|l| l.starts_with("name") && l.contains(&needle), msg)
+    }
+
+    /// An error about a key, located where it first appears.
     pub fn error_at_key(&self, key: &str, msg: String) -> Error {
-        let line = self
-            .text
-            .lines()
-            .position(|l| l.trim_start().starts_with(key))
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        Error::At {
-            file: self.path.clone(),
-            line,
-            msg,
-        }
+        self.error_where(|l| l.starts_with(key), msg)
     }
 }
 

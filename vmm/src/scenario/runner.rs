@@ -41,8 +41,9 @@ pub struct RunResult {
     pub verdict: Verdict,
     /// The interleaving goal was reached (always true without injection).
     pub goal_reached: bool,
-    /// Counts for the kernel: a crash or hang, or a clean run that reached
-    /// the goal. Host errors and clean runs short of the goal do not.
+    /// Counts for the kernel: the workload started, and then a crash or hang,
+    /// or a clean run that reached the goal. Host errors, clean runs short of
+    /// the goal and guests that died before the workload do not.
     pub conclusive: bool,
     pub seconds: f64,
     pub fired: Vec<String>,
@@ -166,11 +167,17 @@ impl Prepared {
         let o = boot::run(&cfg, &self.profile, handler)?;
         let v = verdict::verdict(&o);
         let goal_reached = engine.as_ref().is_none_or(|e| e.goal_reached());
-        let conclusive = match &v {
-            Verdict::Crash { .. } | Verdict::Hang | Verdict::WorkloadFailed { .. } => true,
-            Verdict::Clean => goal_reached,
-            Verdict::HostError { .. } | Verdict::Interrupted => false,
-        };
+        // A run whose workload never started (the guest died while booting)
+        // says nothing about the scenario's race: inconclusive, whatever the
+        // verdict. Seen once in 80 boots on kvm_pvm: init segfaulting on its
+        // first TLS access (FS base 0), with or without injection.
+        let started = verdict::markers(&o).started;
+        let conclusive = started
+            && match &v {
+                Verdict::Crash { .. } | Verdict::Hang | Verdict::WorkloadFailed { .. } => true,
+                Verdict::Clean => goal_reached,
+                Verdict::HostError { .. } | Verdict::Interrupted => false,
+            };
         let events = engine
             .as_ref()
             .map(|e| e.trace.events())
