@@ -6,9 +6,13 @@ const SCN: &str = "scenarios/do-exit-race.toml";
 fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["run", SCN, "--kernel", kernel, "--runs", "1", "--json"];
     args.extend_from_slice(extra);
-    let o = preemptor(&args);
-    assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
-    json(&o)
+    retry_if_init_died(kernel, || {
+        let o = preemptor(&args);
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+        let j = json(&o);
+        let started = j["runs"][0]["workload_started"] == true;
+        (j, started)
+    })
 }
 
 #[test]

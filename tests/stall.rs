@@ -2,13 +2,11 @@
 //! `try_to_wake_up` while vCPU 0 runs on (its timer ticks go on), and the
 //! guest still finishes its workload.
 use preemptor_e2e::*;
+use std::path::Path;
+use std::process::Output;
 
-#[test]
-fn vcpu1_stalls_200ms_at_try_to_wake_up_while_vcpu0_runs() {
-    require_kvm();
-    let dir = tmp("stall");
-    let trace = dir.join("trace.jsonl");
-    let o = preemptor(&[
+fn boot_with_stall(trace: &Path) -> Output {
+    preemptor(&[
         "boot",
         "--kernel",
         "fixed",
@@ -23,7 +21,18 @@ fn vcpu1_stalls_200ms_at_try_to_wake_up_while_vcpu0_runs() {
         // guest-kernel code while vCPU 1 is held.
         "--break",
         "update_process_times,vcpu=0,name=watch0",
-    ]);
+    ])
+}
+
+#[test]
+fn vcpu1_stalls_200ms_at_try_to_wake_up_while_vcpu0_runs() {
+    require_kvm();
+    let trace = tmp("stall").join("trace.jsonl");
+    let o = retry_if_init_died("stall", || {
+        let o = boot_with_stall(&trace);
+        let started = json(&o)["markers"]["started"] == true;
+        (o, started)
+    });
     assert_eq!(
         o.status.code(),
         Some(0),

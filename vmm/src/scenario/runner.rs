@@ -45,6 +45,8 @@ pub struct RunResult {
     /// or a clean run that reached the goal. Host errors, clean runs short of
     /// the goal and guests that died before the workload do not.
     pub conclusive: bool,
+    /// The guest's init started the workload.
+    pub workload_started: bool,
     pub seconds: f64,
     pub fired: Vec<String>,
     #[serde(skip)]
@@ -189,6 +191,7 @@ impl Prepared {
             verdict: v,
             goal_reached,
             conclusive,
+            workload_started: started,
             seconds: o.elapsed.as_secs_f64(),
             fired: engine.as_ref().map(|e| e.fired()).unwrap_or_default(),
             events,
