@@ -8,7 +8,9 @@ use crate::arch::x86_64::{self as arch, layout};
 use crate::devices::{Console, ConsoleConfig, PioBus, SerialDevice};
 use crate::host::HostProfile;
 use crate::vstate::vcpu::VcpuRunner;
+use crate::vstate::snapshot::Snapshot;
 use crate::vstate::{vm, DebugHandler, End, RunShared, Vm, VmConfig};
+use kvm_ioctls::VcpuFd;
 pub use artifacts::{Kernel, KernelFormat};
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::{bzimage::BzImage, elf::Elf, load_cmdline, KernelLoader};
@@ -37,6 +39,8 @@ pub enum Error {
     Thread(std::io::Error),
     #[error("host setup: {0}")]
     Host(String),
+    #[error(transparent)]
+    Snapshot(#[from] crate::vstate::snapshot::Error),
 }
 
 #[derive(Debug, Clone)]
@@ -120,48 +124,72 @@ fn load_kernel(
 }
 
 /// Boot and run the guest until it ends. `handler` receives breakpoint hits.
-pub fn run(
+pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn DebugHandler>>) -> Result<RunOutput, Error> {
+    execute(None, cfg, profile, handler, false).map(|(o, _)| o)
+}
+
+/// Boot until the guest init's snapshot point (its command line must
+/// carry `preemptor.snapshot`) and save the machine there.
+pub fn take_snapshot(cfg: &BootConfig, profile: &HostProfile) -> Result<Snapshot, Error> {
+    let (o, snap) = execute(None, cfg, profile, None, true)?;
+    snap.ok_or_else(|| Error::Host(format!("the guest never reached its snapshot point ({})", o.end)))
+}
+
+/// Restore a snapshot into a fresh VM and run it to its end.
+pub fn run_from_snapshot(
+    snap: &Snapshot,
     cfg: &BootConfig,
     profile: &HostProfile,
     handler: Option<Arc<dyn DebugHandler>>,
 ) -> Result<RunOutput, Error> {
-    install_signal_handlers()?;
-    let start = Instant::now();
-    let mut vm = Vm::new(&cfg.vm)?;
-    let mem_size = cfg.vm.mem_mib << 20;
+    execute(Some(snap), cfg, profile, handler, false).map(|(o, _)| o)
+}
 
-    let (entry, setup_header) = load_kernel(&vm, &cfg.kernel)?;
+/// Boot the kernel into fresh guest memory.
+fn cold_boot(vm: &Vm, cfg: &BootConfig) -> Result<(), Error> {
+    let mem_size = cfg.vm.mem_mib << 20;
+    let (entry, setup_header) = load_kernel(vm, &cfg.kernel)?;
     let initrd_addr = arch::initrd_address(mem_size, cfg.initramfs.len())?;
     vm.mem
         .write_slice(&cfg.initramfs, GuestAddress(initrd_addr))
         .map_err(|_| arch::Error::Memory(initrd_addr))?;
-    let mut cl =
-        Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
-    cl.insert_str(&cfg.cmdline)
-        .map_err(|e| Error::Cmdline(e.to_string()))?;
-    load_cmdline(&vm.mem, GuestAddress(layout::CMDLINE_START), &cl)
-        .map_err(|e| Error::Cmdline(e.to_string()))?;
-    arch::write_zero_page(
-        &vm.mem,
-        setup_header,
-        cfg.cmdline.len() + 1,
-        Some((initrd_addr, cfg.initramfs.len())),
-        mem_size,
-    )?;
+    let mut cl = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
+    cl.insert_str(&cfg.cmdline).map_err(|e| Error::Cmdline(e.to_string()))?;
+    load_cmdline(&vm.mem, GuestAddress(layout::CMDLINE_START), &cl).map_err(|e| Error::Cmdline(e.to_string()))?;
+    arch::write_zero_page(&vm.mem, setup_header, cfg.cmdline.len() + 1, Some((initrd_addr, cfg.initramfs.len())), mem_size)?;
     arch::write_gdt(&vm.mem)?;
     arch::write_page_tables(&vm.mem)?;
     arch::mptable::write(&vm.mem, cfg.vm.vcpus).map_err(arch::Error::from)?;
     arch::regs::setup_long_mode(&vm.vcpus[0], entry).map_err(arch::Error::Kvm)?;
+    Ok(())
+}
+
+fn execute(
+    from: Option<&Snapshot>,
+    cfg: &BootConfig,
+    profile: &HostProfile,
+    handler: Option<Arc<dyn DebugHandler>>,
+    want_snapshot: bool,
+) -> Result<(RunOutput, Option<Snapshot>), Error> {
+    install_signal_handlers()?;
+    let start = Instant::now();
+    let mut vm = Vm::new(&cfg.vm)?;
+    match from {
+        None => cold_boot(&vm, cfg)?,
+        Some(s) => s.restore(&vm.fd, &vm.mem, cfg.vm.mem_mib, &vm.vcpus)?,
+    }
 
     let console = Console::new(cfg.console.clone(), start).map_err(Error::Console)?;
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host(e.to_string()))?;
     vm.fd
         .register_irqfd(&irq, crate::devices::serial::SERIAL_IRQ)
         .map_err(|e| Error::Host(format!("serial irqfd: {e}")))?;
-    let bus = Arc::new(PioBus {
-        serial: SerialDevice::new(irq, console.clone()),
-    });
-    let shared = Arc::new(RunShared::new(start));
+    let serial = match from {
+        None => SerialDevice::new(irq, console.clone()),
+        Some(s) => SerialDevice::from_state(&s.serial, irq, console.clone()),
+    };
+    let bus = Arc::new(PioBus { serial });
+    let shared = Arc::new(RunShared::new(start, want_snapshot));
 
     let mut threads = Vec::new();
     for (index, fd) in vm.vcpus.drain(..).enumerate() {
@@ -181,7 +209,7 @@ pub fn run(
             Ok(t) => threads.push(t),
             Err(e) => {
                 shared.finish(End::HostError(e.to_string()));
-                stop_threads(threads);
+                drop(stop_threads(threads));
                 return Err(Error::Thread(e));
             }
         }
@@ -206,19 +234,24 @@ pub fn run(
             shared.finish(End::Timeout);
         }
     };
-    stop_threads(threads);
+    let mut fds = stop_threads(threads);
+    let snap = if end == End::SnapshotPoint {
+        Some(Snapshot::capture(&vm.fd, &vm.mem, cfg.vm.mem_mib, &mut fds, bus.serial.state())?)
+    } else {
+        None
+    };
     console.note(&format!("run ended: {end}"));
     console.flush();
-    Ok(RunOutput {
+    Ok((RunOutput {
         end,
         console,
         elapsed: start.elapsed(),
-    })
+    }, snap))
 }
 
-/// Kick until every vCPU thread has left KVM_RUN and returned. Repeated
-/// kicks cover a signal that lands just before a thread enters KVM_RUN.
-fn stop_threads(threads: Vec<std::thread::JoinHandle<()>>) {
+/// Kick until every vCPU thread has left KVM_RUN and returned its vCPU.
+/// Repeated kicks cover a signal that lands just before KVM_RUN.
+fn stop_threads(threads: Vec<std::thread::JoinHandle<VcpuFd>>) -> Vec<VcpuFd> {
     loop {
         let running: Vec<_> = threads.iter().filter(|t| !t.is_finished()).collect();
         if running.is_empty() {
@@ -229,7 +262,5 @@ fn stop_threads(threads: Vec<std::thread::JoinHandle<()>>) {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    for t in threads {
-        let _ = t.join();
-    }
+    threads.into_iter().filter_map(|t| t.join().ok()).collect()
 }

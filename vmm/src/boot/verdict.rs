@@ -98,7 +98,7 @@ pub fn verdict(out: &RunOutput) -> Verdict {
     match &out.end {
         End::Timeout => Verdict::Hang,
         End::Interrupted => Verdict::Interrupted,
-        End::EmulationFailure { .. } | End::HostError(_) => Verdict::HostError {
+        End::EmulationFailure { .. } | End::HostError(_) | End::SnapshotPoint => Verdict::HostError {
             reason: out.end.to_string(),
         },
         End::TripleFault { .. } => Verdict::Crash {

@@ -19,6 +19,9 @@ pub struct DemoArgs {
     /// Keep every run's console, trace, verdict and diagram here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Boot every run instead of restoring a snapshot.
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
@@ -31,7 +34,7 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
         ("reverted", false),
         ("fixed", false),
     ] {
-        let p = runner::prepare(scn.clone(), kernel, inject)?;
+        let p = runner::prepare(scn.clone(), kernel, inject, a.runs > 1 && !a.no_snapshot)?;
         let mode = if inject { "injection" } else { "no injection" };
         let out = a.out.as_ref().map(|o| {
             o.join(format!(

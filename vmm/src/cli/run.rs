@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Keep console log, trace, verdict and diagram of each run here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Boot every run. By default, more than one run boots once to the
+    /// guest's snapshot point and restores that per run.
+    #[arg(long)]
+    pub no_snapshot: bool,
 }
 
 /// Runs with a progress bar; `label` heads it.
@@ -83,7 +87,7 @@ pub fn print_summary(label: &str, s: &Summary) {
 
 pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     let scn = Scenario::load(&a.scenario)?;
-    let p = runner::prepare(scn, &a.kernel, !a.no_inject)?;
+    let p = runner::prepare(scn, &a.kernel, !a.no_inject, a.runs > 1 && !a.no_snapshot)?;
     if !a.json {
         eprintln!(
             "preemptor: scenario {} on kernel {} ({}), host profile {}",

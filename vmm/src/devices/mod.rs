@@ -13,12 +13,16 @@ pub enum PioEvent {
     None,
     /// i8042 "pulse reset line" (0xFE to port 0x64): `reboot=k`.
     Reset,
+    /// The guest init's snapshot point (any write to port 0x501).
+    SnapshotPoint,
 }
 
 const SERIAL_BASE: u16 = 0x3f8;
 const I8042_DATA: u16 = 0x60;
 const I8042_COMMAND: u16 = 0x64;
 const I8042_RESET_CMD: u8 = 0xfe;
+/// Owned by the VMM: guest/src/init.rs writes here at its snapshot point.
+pub const SNAPSHOT_PORT: u16 = 0x501;
 
 /// Port-I/O bus shared by all vCPUs.
 pub struct PioBus {
@@ -46,6 +50,7 @@ impl PioBus {
                 self.serial.write((port - SERIAL_BASE) as u8, data[0])
             }
             I8042_COMMAND if data.first() == Some(&I8042_RESET_CMD) => return PioEvent::Reset,
+            SNAPSHOT_PORT => return PioEvent::SnapshotPoint,
             _ => tracing::debug!(port, ?data, "ignored port write"),
         }
         PioEvent::None

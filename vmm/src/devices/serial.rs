@@ -24,6 +24,17 @@ impl SerialDevice {
         Self(Arc::new(Mutex::new(Serial::new(IrqTrigger(irq), console))))
     }
 
+    /// A UART restored from a snapshot, printing to `console`.
+    pub fn from_state(state: &vm_superio::serial::SerialState, irq: EventFd, console: Console) -> Self {
+        let s = Serial::from_state(state, IrqTrigger(irq), vm_superio::serial::NoEvents, console)
+            .unwrap_or_else(|_| unreachable!("state taken from a live UART"));
+        Self(Arc::new(Mutex::new(s)))
+    }
+
+    pub fn state(&self) -> vm_superio::serial::SerialState {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).state()
+    }
+
     pub fn read(&self, offset: u8) -> u8 {
         self.0
             .lock()

@@ -6,6 +6,7 @@ use crate::debug::symbols::Symbols;
 use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
 use crate::stall::{trace, Engine, EngineConfig, Event};
+use crate::vstate::snapshot::Snapshot;
 use crate::vstate::{DebugHandler, VmConfig};
 use serde::Serialize;
 use std::path::Path;
@@ -32,6 +33,9 @@ pub struct Prepared {
     pub profile: HostProfile,
     boot: BootConfig,
     symbols: Option<Symbols>,
+    /// Boot once to the init's snapshot point, restore that per run.
+    pub use_snapshot: bool,
+    snapshot: std::sync::OnceLock<Result<Snapshot, String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +59,7 @@ pub struct RunResult {
     pub diagram: String,
 }
 
-pub fn prepare(scenario: Scenario, kernel: &str, inject: bool) -> Result<Prepared, Error> {
+pub fn prepare(scenario: Scenario, kernel: &str, inject: bool, use_snapshot: bool) -> Result<Prepared, Error> {
     let profile = HostProfile::probe();
     let k = artifacts::resolve_kernel(kernel)?;
     if !artifacts::WORKLOADS.contains(&scenario.guest.workload.as_str()) {
@@ -70,7 +74,9 @@ pub fn prepare(scenario: Scenario, kernel: &str, inject: bool) -> Result<Prepare
     let boot = BootConfig {
         kernel: k.clone(),
         initramfs: Arc::new(artifacts::build_initramfs(&artifacts::guest_bin_dir())?),
-        cmdline: boot::cmdline(&profile, &g.workload, &g.args, &g.cmdline),
+        // Every scenario guest stops at the snapshot point when asked, so a
+        // cold run and a restored run execute the same guest code.
+        cmdline: boot::cmdline(&profile, &g.workload, &g.args, &format!("{} preemptor.snapshot", g.cmdline)),
         vm: VmConfig {
             vcpus: g.vcpus,
             mem_mib: g.memory,
@@ -94,6 +100,8 @@ pub fn prepare(scenario: Scenario, kernel: &str, inject: bool) -> Result<Prepare
         profile,
         boot,
         symbols,
+        use_snapshot,
+        snapshot: std::sync::OnceLock::new(),
     };
     p.engine(0)?; // validate triggers against this kernel before any boot
     Ok(p)
@@ -132,6 +140,14 @@ impl Prepared {
             })
     }
 
+    /// The snapshot of this guest, taken by the first call (one boot).
+    pub fn snapshot(&self) -> Result<&Snapshot, Error> {
+        self.snapshot
+            .get_or_init(|| boot::take_snapshot(&self.boot, &self.profile).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::Other(e.clone()))
+    }
+
     /// Resolved trigger sites: (name, func+off, address).
     pub fn sites(&self) -> Vec<(String, String, u64)> {
         self.engine(0)
@@ -166,7 +182,11 @@ impl Prepared {
             cfg.console.log = Some(dir.join("console.log"));
         }
         let handler = engine.clone().map(|e| e as Arc<dyn DebugHandler>);
-        let o = boot::run(&cfg, &self.profile, handler)?;
+        let o = if self.use_snapshot {
+            boot::run_from_snapshot(self.snapshot()?, &cfg, &self.profile, handler)?
+        } else {
+            boot::run(&cfg, &self.profile, handler)?
+        };
         let v = verdict::verdict(&o);
         let goal_reached = engine.as_ref().is_none_or(|e| e.goal_reached());
         // A run whose workload never started (the guest died while booting)

@@ -2,6 +2,7 @@
 //! loop. The loop knows nothing of scenarios: debug exits go to a
 //! [`vcpu::DebugHandler`] (the stall engine implements it).
 pub mod exitbench;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
 

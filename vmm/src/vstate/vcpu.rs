@@ -19,6 +19,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 pub enum End {
     /// i8042 reset: the guest restarted (init's end, or `panic=-1`).
     Reset,
+    /// The guest init reached its snapshot point and a snapshot was wanted.
+    SnapshotPoint,
     /// KVM_EXIT_SHUTDOWN: triple fault.
     TripleFault { vcpu: usize },
     /// The host could not emulate a guest instruction.
@@ -39,6 +41,7 @@ impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             End::Reset => write!(f, "guest reset"),
+            End::SnapshotPoint => write!(f, "snapshot point"),
             End::TripleFault { vcpu } => write!(f, "triple fault on vCPU {vcpu}"),
             End::EmulationFailure { vcpu, rip, bytes } => {
                 let b: Vec<String> = bytes.iter().map(|x| format!("{x:02x}")).collect();
@@ -58,6 +61,8 @@ impl std::fmt::Display for End {
 /// State shared by the vCPU threads and the thread that waits for the end.
 pub struct RunShared {
     stop: AtomicBool,
+    /// Stop at the guest's snapshot point (else its port write is ignored).
+    pub snapshot_wanted: bool,
     /// vCPUs running with interrupts blocked, and until when: the waiting
     /// thread kicks them out of KVM_RUN then, as nothing else may.
     irq_blocks: Mutex<Vec<(usize, Instant)>>,
@@ -67,9 +72,10 @@ pub struct RunShared {
 }
 
 impl RunShared {
-    pub fn new(start: Instant) -> Self {
+    pub fn new(start: Instant, snapshot_wanted: bool) -> Self {
         Self {
             stop: AtomicBool::new(false),
+            snapshot_wanted,
             irq_blocks: Mutex::new(Vec::new()),
             end: Mutex::new(None),
             cv: Condvar::new(),
@@ -249,7 +255,12 @@ pub struct VcpuRunner {
 impl VcpuRunner {
     /// Run until the VM stops. Never panics on guest behaviour: every exit
     /// either continues or ends the run with a reason.
-    pub fn run(mut self) {
+    pub fn run(mut self) -> VcpuFd {
+        self.run_loop();
+        self.fd
+    }
+
+    fn run_loop(&mut self) {
         let bps = self
             .handler
             .as_ref()
@@ -288,8 +299,12 @@ impl VcpuRunner {
             match exit {
                 VcpuExit::IoIn(port, data) => self.bus.read(port, data),
                 VcpuExit::IoOut(port, data) => {
-                    if self.bus.write(port, data) == PioEvent::Reset {
-                        self.shared.finish(End::Reset);
+                    match self.bus.write(port, data) {
+                        PioEvent::Reset => self.shared.finish(End::Reset),
+                        PioEvent::SnapshotPoint if self.shared.snapshot_wanted => {
+                            self.shared.finish(End::SnapshotPoint)
+                        }
+                        _ => {}
                     }
                 }
                 VcpuExit::MmioRead(addr, data) => {

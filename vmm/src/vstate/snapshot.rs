@@ -1,0 +1,137 @@
+//! Boot once, restore per run. A snapshot is the whole machine at the guest
+//! init's snapshot point (port 0x501, just before the workload starts):
+//! guest RAM, each vCPU's registers, special registers, FPU, the MSRs a
+//! kernel depends on, LAPIC, MP state, pending events, debug registers; the
+//! in-kernel PIC/IOAPIC, PIT and clock; the console UART.
+//! Restoring builds a fresh VM (same vCPU count and memory size) from it.
+use kvm_bindings::{
+    kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
+    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
+};
+use kvm_ioctls::{VcpuFd, VmFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_superio::serial::SerialState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("snapshot: {what}: {err}")]
+    Kvm { what: &'static str, err: kvm_ioctls::Error },
+    #[error("snapshot: guest memory copy failed")]
+    Memory,
+    #[error("snapshot of {0} vCPUs / {1} MiB cannot restore into {2} vCPUs / {3} MiB")]
+    Shape(usize, u64, usize, u64),
+}
+
+fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
+    move |err| Error::Kvm { what, err }
+}
+
+/// MSRs a running 6.1 guest depends on and KVM lets us move: SYSENTER,
+/// SYSCALL targets, kernel GS base, TSC (first: kvm-clock is built on it),
+/// TSC_AUX, MISC_ENABLE, PAT, TSC deadline, MTRR default, kvm-clock.
+/// Not every MSR KVM lists can be set on every host (kvm_pvm refuses some).
+const MSRS: [u32; 16] = [
+    0x10, 0x174, 0x175, 0x176, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0102, 0xc000_0103,
+    0x1a0, 0x277, 0x6e0, 0x2ff, 0x4b56_4d00, 0x4b56_4d01,
+];
+
+#[derive(Clone)]
+pub struct VcpuState {
+    regs: kvm_regs,
+    sregs: kvm_sregs,
+    fpu: kvm_fpu,
+    msrs: Vec<kvm_msr_entry>,
+    lapic: kvm_lapic_state,
+    mp_state: kvm_mp_state,
+    events: kvm_vcpu_events,
+    debugregs: kvm_debugregs,
+}
+
+#[derive(Clone)]
+pub struct Snapshot {
+    pub memory: Vec<u8>,
+    pub mem_mib: u64,
+    vcpus: Vec<VcpuState>,
+    irqchips: Vec<kvm_irqchip>,
+    pit: kvm_pit_state2,
+    clock: kvm_clock_data,
+    pub serial: SerialState,
+}
+
+impl Snapshot {
+    /// Save the machine. Every vCPU must be out of KVM_RUN; each is first
+    /// entered once with `immediate_exit` so KVM completes a pending exit
+    /// (the init's port write) and the saved RIP is past it.
+    pub fn capture(vm: &VmFd, mem: &GuestMemoryMmap, mem_mib: u64, vcpus: &mut [VcpuFd], serial: SerialState) -> Result<Self, Error> {
+        let mut states = Vec::new();
+        for v in vcpus.iter_mut() {
+            v.set_kvm_immediate_exit(1);
+            let _ = v.run();
+            v.set_kvm_immediate_exit(0);
+            let mut msrs = Msrs::new(MSRS.len()).expect("fits");
+            for (e, idx) in msrs.as_mut_slice().iter_mut().zip(MSRS) {
+                e.index = idx;
+            }
+            let n = v.get_msrs(&mut msrs).map_err(kvm("get MSRs"))?;
+            states.push(VcpuState {
+                regs: v.get_regs().map_err(kvm("get regs"))?,
+                sregs: v.get_sregs().map_err(kvm("get sregs"))?,
+                fpu: v.get_fpu().map_err(kvm("get FPU"))?,
+                msrs: msrs.as_slice()[..n].to_vec(),
+                lapic: v.get_lapic().map_err(kvm("get LAPIC"))?,
+                mp_state: v.get_mp_state().map_err(kvm("get MP state"))?,
+                events: v.get_vcpu_events().map_err(kvm("get vCPU events"))?,
+                debugregs: v.get_debug_regs().map_err(kvm("get debug regs"))?,
+            });
+        }
+        let mut irqchips = Vec::new();
+        for chip_id in 0..3 {
+            let mut c = kvm_irqchip { chip_id, ..Default::default() };
+            vm.get_irqchip(&mut c).map_err(kvm("get irqchip"))?;
+            irqchips.push(c);
+        }
+        let mut memory = vec![0u8; (mem_mib << 20) as usize];
+        mem.read_slice(&mut memory, GuestAddress(0)).map_err(|_| Error::Memory)?;
+        Ok(Self {
+            memory,
+            mem_mib,
+            vcpus: states,
+            irqchips,
+            pit: vm.get_pit2().map_err(kvm("get PIT"))?,
+            clock: vm.get_clock().map_err(kvm("get clock"))?,
+            serial,
+        })
+    }
+
+    /// Load the machine into a fresh VM of the same shape.
+    pub fn restore(&self, vm: &VmFd, mem: &GuestMemoryMmap, mem_mib: u64, vcpus: &[VcpuFd]) -> Result<(), Error> {
+        if vcpus.len() != self.vcpus.len() || mem_mib != self.mem_mib {
+            return Err(Error::Shape(self.vcpus.len(), self.mem_mib, vcpus.len(), mem_mib));
+        }
+        mem.write_slice(&self.memory, GuestAddress(0)).map_err(|_| Error::Memory)?;
+        for c in &self.irqchips {
+            vm.set_irqchip(c).map_err(kvm("set irqchip"))?;
+        }
+        vm.set_pit2(&self.pit).map_err(kvm("set PIT"))?;
+        let clock = kvm_clock_data { clock: self.clock.clock, ..Default::default() };
+        vm.set_clock(&clock).map_err(kvm("set clock"))?;
+        // The order QEMU uses: registers, FPU, special registers, MSRs, MP
+        // state, LAPIC, events, debug registers.
+        for (v, s) in vcpus.iter().zip(&self.vcpus) {
+            v.set_regs(&s.regs).map_err(kvm("set regs"))?;
+            v.set_fpu(&s.fpu).map_err(kvm("set FPU"))?;
+            v.set_sregs(&s.sregs).map_err(kvm("set sregs"))?;
+            for e in &s.msrs {
+                let one = Msrs::from_entries(std::slice::from_ref(e)).expect("fits");
+                if v.set_msrs(&one).map(|n| n != 1).unwrap_or(true) {
+                    tracing::debug!(msr = e.index, "MSR not restorable on this host");
+                }
+            }
+            v.set_mp_state(s.mp_state).map_err(kvm("set MP state"))?;
+            v.set_lapic(&s.lapic).map_err(kvm("set LAPIC"))?;
+            v.set_vcpu_events(&s.events).map_err(kvm("set vCPU events"))?;
+            v.set_debug_regs(&s.debugregs).map_err(kvm("set debug regs"))?;
+        }
+        Ok(())
+    }
+}
