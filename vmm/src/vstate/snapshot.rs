@@ -35,6 +35,8 @@ const MSRS: [u32; 16] = [
     0x1a0, 0x277, 0x6e0, 0x2ff, 0x4b56_4d00, 0x4b56_4d01,
 ];
 
+const MSR_TSC_DEADLINE: u32 = 0x6e0;
+
 #[derive(Clone)]
 pub struct VcpuState {
     regs: kvm_regs,
@@ -115,20 +117,25 @@ impl Snapshot {
         vm.set_pit2(&self.pit).map_err(kvm("set PIT"))?;
         let clock = kvm_clock_data { clock: self.clock.clock, ..Default::default() };
         vm.set_clock(&clock).map_err(kvm("set clock"))?;
-        // The order QEMU uses: registers, FPU, special registers, MSRs, MP
-        // state, LAPIC, events, debug registers.
+        // Registers, FPU, special registers, MSRs (TSC first), MP state,
+        // LAPIC, then the TSC deadline again: KVM ignores a deadline written
+        // while the LAPIC timer is not in TSC-deadline mode, and a lost
+        // deadline leaves that CPU without its timer (measured: a restored
+        // run's CPU 0 crawled, 240 s instead of 6 s).
         for (v, s) in vcpus.iter().zip(&self.vcpus) {
             v.set_regs(&s.regs).map_err(kvm("set regs"))?;
             v.set_fpu(&s.fpu).map_err(kvm("set FPU"))?;
             v.set_sregs(&s.sregs).map_err(kvm("set sregs"))?;
-            for e in &s.msrs {
+            let set_msr = |e: &kvm_msr_entry| {
                 let one = Msrs::from_entries(std::slice::from_ref(e)).expect("fits");
                 if v.set_msrs(&one).map(|n| n != 1).unwrap_or(true) {
                     tracing::debug!(msr = e.index, "MSR not restorable on this host");
                 }
-            }
+            };
+            s.msrs.iter().for_each(set_msr);
             v.set_mp_state(s.mp_state).map_err(kvm("set MP state"))?;
             v.set_lapic(&s.lapic).map_err(kvm("set LAPIC"))?;
+            s.msrs.iter().filter(|e| e.index == MSR_TSC_DEADLINE).for_each(set_msr);
             v.set_vcpu_events(&s.events).map_err(kvm("set vCPU events"))?;
             v.set_debug_regs(&s.debugregs).map_err(kvm("set debug regs"))?;
         }
