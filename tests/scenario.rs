@@ -59,3 +59,30 @@ fn scenario_errors_name_file_line_and_key() {
     let e = stderr(&o);
     assert!(e.contains("bad.toml:6:") && e.contains("vCPU 7"), "{e}");
 }
+
+/// Boot once, restore per run: restored runs give the cold runs' verdicts
+/// (the cold ones are the tests above), on both kernels.
+#[test]
+fn restored_runs_match_cold_verdicts() {
+    require_kvm();
+    for (kernel, want) in [("reverted", "crash"), ("fixed", "clean")] {
+        let o = preemptor(&["run", SCN, "--kernel", kernel, "--runs", "2", "--json"]);
+        let j = json(&o);
+        let runs = j["runs"].as_array().unwrap();
+        let started: Vec<_> = runs
+            .iter()
+            .filter(|r| r["workload_started"] == true)
+            .collect();
+        assert!(
+            !started.is_empty(),
+            "{kernel}: no restored run started its workload"
+        );
+        for r in started {
+            assert_eq!(r["goal_reached"], true, "{kernel}");
+            assert_eq!(r["verdict"]["verdict"], want, "{kernel}: restored run");
+            if want == "crash" {
+                assert_eq!(r["verdict"]["title"], "kernel BUG in do_task_dead");
+            }
+        }
+    }
+}

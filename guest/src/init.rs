@@ -88,7 +88,10 @@ pub fn main() {
         .unwrap_or(1);
 
     mark(&format!("ready cpus={cpus}"));
-    if cmdline.split_whitespace().any(|w| w == "preemptor.snapshot") {
+    if cmdline
+        .split_whitespace()
+        .any(|w| w == "preemptor.snapshot")
+    {
         snapshot_point();
     }
     mark(&format!(

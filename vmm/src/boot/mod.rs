@@ -7,11 +7,11 @@ pub mod verdict;
 use crate::arch::x86_64::{self as arch, layout};
 use crate::devices::{Console, ConsoleConfig, PioBus, SerialDevice};
 use crate::host::HostProfile;
-use crate::vstate::vcpu::VcpuRunner;
 use crate::vstate::snapshot::Snapshot;
+use crate::vstate::vcpu::VcpuRunner;
 use crate::vstate::{vm, DebugHandler, End, RunShared, Vm, VmConfig};
-use kvm_ioctls::VcpuFd;
 pub use artifacts::{Kernel, KernelFormat};
+use kvm_ioctls::VcpuFd;
 use linux_loader::cmdline::Cmdline;
 use linux_loader::loader::{bzimage::BzImage, elf::Elf, load_cmdline, KernelLoader};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -124,7 +124,11 @@ fn load_kernel(
 }
 
 /// Boot and run the guest until it ends. `handler` receives breakpoint hits.
-pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn DebugHandler>>) -> Result<RunOutput, Error> {
+pub fn run(
+    cfg: &BootConfig,
+    profile: &HostProfile,
+    handler: Option<Arc<dyn DebugHandler>>,
+) -> Result<RunOutput, Error> {
     execute(None, cfg, profile, handler, false).map(|(o, _)| o)
 }
 
@@ -132,7 +136,12 @@ pub fn run(cfg: &BootConfig, profile: &HostProfile, handler: Option<Arc<dyn Debu
 /// carry `preemptor.snapshot`) and save the machine there.
 pub fn take_snapshot(cfg: &BootConfig, profile: &HostProfile) -> Result<Snapshot, Error> {
     let (o, snap) = execute(None, cfg, profile, None, true)?;
-    snap.ok_or_else(|| Error::Host(format!("the guest never reached its snapshot point ({})", o.end)))
+    snap.ok_or_else(|| {
+        Error::Host(format!(
+            "the guest never reached its snapshot point ({})",
+            o.end
+        ))
+    })
 }
 
 /// Restore a snapshot into a fresh VM and run it to its end.
@@ -153,10 +162,19 @@ fn cold_boot(vm: &Vm, cfg: &BootConfig) -> Result<(), Error> {
     vm.mem
         .write_slice(&cfg.initramfs, GuestAddress(initrd_addr))
         .map_err(|_| arch::Error::Memory(initrd_addr))?;
-    let mut cl = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
-    cl.insert_str(&cfg.cmdline).map_err(|e| Error::Cmdline(e.to_string()))?;
-    load_cmdline(&vm.mem, GuestAddress(layout::CMDLINE_START), &cl).map_err(|e| Error::Cmdline(e.to_string()))?;
-    arch::write_zero_page(&vm.mem, setup_header, cfg.cmdline.len() + 1, Some((initrd_addr, cfg.initramfs.len())), mem_size)?;
+    let mut cl =
+        Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
+    cl.insert_str(&cfg.cmdline)
+        .map_err(|e| Error::Cmdline(e.to_string()))?;
+    load_cmdline(&vm.mem, GuestAddress(layout::CMDLINE_START), &cl)
+        .map_err(|e| Error::Cmdline(e.to_string()))?;
+    arch::write_zero_page(
+        &vm.mem,
+        setup_header,
+        cfg.cmdline.len() + 1,
+        Some((initrd_addr, cfg.initramfs.len())),
+        mem_size,
+    )?;
     arch::write_gdt(&vm.mem)?;
     arch::write_page_tables(&vm.mem)?;
     arch::mptable::write(&vm.mem, cfg.vm.vcpus).map_err(arch::Error::from)?;
@@ -236,17 +254,26 @@ fn execute(
     };
     let mut fds = stop_threads(threads);
     let snap = if end == End::SnapshotPoint {
-        Some(Snapshot::capture(&vm.fd, &vm.mem, cfg.vm.mem_mib, &mut fds, bus.serial.state())?)
+        Some(Snapshot::capture(
+            &vm.fd,
+            &vm.mem,
+            cfg.vm.mem_mib,
+            &mut fds,
+            bus.serial.state(),
+        )?)
     } else {
         None
     };
     console.note(&format!("run ended: {end}"));
     console.flush();
-    Ok((RunOutput {
-        end,
-        console,
-        elapsed: start.elapsed(),
-    }, snap))
+    Ok((
+        RunOutput {
+            end,
+            console,
+            elapsed: start.elapsed(),
+        },
+        snap,
+    ))
 }
 
 /// Kick until every vCPU thread has left KVM_RUN and returned its vCPU.

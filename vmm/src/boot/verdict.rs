@@ -98,9 +98,11 @@ pub fn verdict(out: &RunOutput) -> Verdict {
     match &out.end {
         End::Timeout => Verdict::Hang,
         End::Interrupted => Verdict::Interrupted,
-        End::EmulationFailure { .. } | End::HostError(_) | End::SnapshotPoint => Verdict::HostError {
-            reason: out.end.to_string(),
-        },
+        End::EmulationFailure { .. } | End::HostError(_) | End::SnapshotPoint => {
+            Verdict::HostError {
+                reason: out.end.to_string(),
+            }
+        }
         End::TripleFault { .. } => Verdict::Crash {
             title: "triple fault".into(),
             crash_type: "TRIPLE-FAULT".into(),

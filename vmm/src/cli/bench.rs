@@ -19,6 +19,14 @@ pub struct BenchArgs {
 
 #[derive(clap::Subcommand)]
 pub enum BenchWhat {
+    /// Median time per scenario run: restored from a snapshot vs cold-booted.
+    Runs {
+        scenario: std::path::PathBuf,
+        #[arg(long, default_value = "reverted")]
+        kernel: String,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Round trip of a breakpoint hit (hit, step over, re-arm) against a
     /// bare port-I/O exit, on a two-instruction guest.
     Exits {
@@ -138,7 +146,57 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
             timeout,
         } => boot(&kernel, runs, vcpus, memory, timeout),
         BenchWhat::Exits { samples } => exits(samples),
+        BenchWhat::Runs {
+            scenario,
+            kernel,
+            runs,
+        } => scenario_runs(&scenario, &kernel, runs),
     }
+}
+
+fn scenario_runs(path: &std::path::Path, kernel: &str, runs: usize) -> Result<i32, UsageError> {
+    use crate::scenario::{runner, Scenario};
+    let scn = Scenario::load(path)?;
+    let snap = runner::prepare(scn.clone(), kernel, true, true)?;
+    let cold = runner::prepare(scn, kernel, true, false)?;
+    let t = Instant::now();
+    let s = snap.snapshot()?;
+    let take = t.elapsed().as_secs_f64();
+    // Restore cost alone: a fresh VM loaded from the snapshot, not run.
+    let vmcfg = VmConfig {
+        vcpus: s.vcpus(),
+        mem_mib: s.mem_mib,
+    };
+    let mut restore = Vec::new();
+    for _ in 0..5 {
+        let vm = crate::vstate::Vm::new(&vmcfg).map_err(|e| UsageError(e.to_string()))?;
+        let t = Instant::now();
+        s.restore(&vm.fd, &vm.mem, s.mem_mib, &vm.vcpus)
+            .map_err(|e| UsageError(e.to_string()))?;
+        restore.push(t.elapsed().as_secs_f64());
+    }
+    let restore = median(&mut restore);
+    println!("bench runs: {} on {kernel}, {runs} runs each way, alternating; snapshot taken in {take:.1} s", snap.scenario.name);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let r = snap.run_once(i, 1 + i as u64, None)?;
+        println!("  run {i}: restored {:.2} s ({})", r.seconds, r.verdict);
+        a.push(r.seconds);
+        let r = cold.run_once(i, 1 + i as u64, None)?;
+        println!("  run {i}: cold     {:.2} s ({})", r.seconds, r.verdict);
+        b.push(r.seconds);
+    }
+    let (ma, mb) = (median(&mut a), median(&mut b));
+    println!(
+        "median per run: restored {ma:.2} s, cold boot {mb:.2} s, ratio {:.3} (1/{:.0}); \
+         restore of {} MiB: {:.1} ms ({:.3} ms/MiB, full copy)",
+        ma / mb,
+        mb / ma,
+        s.mem_mib,
+        restore * 1e3,
+        restore * 1e3 / s.mem_mib as f64
+    );
+    Ok(0)
 }
 
 fn exits(samples: usize) -> Result<i32, UsageError> {

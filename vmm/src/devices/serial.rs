@@ -25,9 +25,18 @@ impl SerialDevice {
     }
 
     /// A UART restored from a snapshot, printing to `console`.
-    pub fn from_state(state: &vm_superio::serial::SerialState, irq: EventFd, console: Console) -> Self {
-        let s = Serial::from_state(state, IrqTrigger(irq), vm_superio::serial::NoEvents, console)
-            .unwrap_or_else(|_| unreachable!("state taken from a live UART"));
+    pub fn from_state(
+        state: &vm_superio::serial::SerialState,
+        irq: EventFd,
+        console: Console,
+    ) -> Self {
+        let s = Serial::from_state(
+            state,
+            IrqTrigger(irq),
+            vm_superio::serial::NoEvents,
+            console,
+        )
+        .unwrap_or_else(|_| unreachable!("state taken from a live UART"));
         Self(Arc::new(Mutex::new(s)))
     }
 

@@ -59,7 +59,12 @@ pub struct RunResult {
     pub diagram: String,
 }
 
-pub fn prepare(scenario: Scenario, kernel: &str, inject: bool, use_snapshot: bool) -> Result<Prepared, Error> {
+pub fn prepare(
+    scenario: Scenario,
+    kernel: &str,
+    inject: bool,
+    use_snapshot: bool,
+) -> Result<Prepared, Error> {
     let profile = HostProfile::probe();
     let k = artifacts::resolve_kernel(kernel)?;
     if !artifacts::WORKLOADS.contains(&scenario.guest.workload.as_str()) {
@@ -76,7 +81,12 @@ pub fn prepare(scenario: Scenario, kernel: &str, inject: bool, use_snapshot: boo
         initramfs: Arc::new(artifacts::build_initramfs(&artifacts::guest_bin_dir())?),
         // Every scenario guest stops at the snapshot point when asked, so a
         // cold run and a restored run execute the same guest code.
-        cmdline: boot::cmdline(&profile, &g.workload, &g.args, &format!("{} preemptor.snapshot", g.cmdline)),
+        cmdline: boot::cmdline(
+            &profile,
+            &g.workload,
+            &g.args,
+            &format!("{} preemptor.snapshot", g.cmdline),
+        ),
         vm: VmConfig {
             vcpus: g.vcpus,
             mem_mib: g.memory,
@@ -143,7 +153,9 @@ impl Prepared {
     /// The snapshot of this guest, taken by the first call (one boot).
     pub fn snapshot(&self) -> Result<&Snapshot, Error> {
         self.snapshot
-            .get_or_init(|| boot::take_snapshot(&self.boot, &self.profile).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                boot::take_snapshot(&self.boot, &self.profile).map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(|e| Error::Other(e.clone()))
     }

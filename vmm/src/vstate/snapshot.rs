@@ -5,8 +5,8 @@
 //! in-kernel PIC/IOAPIC, PIT and clock; the console UART.
 //! Restoring builds a fresh VM (same vCPU count and memory size) from it.
 use kvm_bindings::{
-    kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state, kvm_msr_entry,
-    kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
+    kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
+    kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
 };
 use kvm_ioctls::{VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -15,7 +15,10 @@ use vm_superio::serial::SerialState;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("snapshot: {what}: {err}")]
-    Kvm { what: &'static str, err: kvm_ioctls::Error },
+    Kvm {
+        what: &'static str,
+        err: kvm_ioctls::Error,
+    },
     #[error("snapshot: guest memory copy failed")]
     Memory,
     #[error("snapshot of {0} vCPUs / {1} MiB cannot restore into {2} vCPUs / {3} MiB")]
@@ -31,8 +34,22 @@ fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
 /// TSC_AUX, MISC_ENABLE, PAT, TSC deadline, MTRR default, kvm-clock.
 /// Not every MSR KVM lists can be set on every host (kvm_pvm refuses some).
 const MSRS: [u32; 16] = [
-    0x10, 0x174, 0x175, 0x176, 0xc000_0081, 0xc000_0082, 0xc000_0083, 0xc000_0084, 0xc000_0102, 0xc000_0103,
-    0x1a0, 0x277, 0x6e0, 0x2ff, 0x4b56_4d00, 0x4b56_4d01,
+    0x10,
+    0x174,
+    0x175,
+    0x176,
+    0xc000_0081,
+    0xc000_0082,
+    0xc000_0083,
+    0xc000_0084,
+    0xc000_0102,
+    0xc000_0103,
+    0x1a0,
+    0x277,
+    0x6e0,
+    0x2ff,
+    0x4b56_4d00,
+    0x4b56_4d01,
 ];
 
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
@@ -64,7 +81,13 @@ impl Snapshot {
     /// Save the machine. Every vCPU must be out of KVM_RUN; each is first
     /// entered once with `immediate_exit` so KVM completes a pending exit
     /// (the init's port write) and the saved RIP is past it.
-    pub fn capture(vm: &VmFd, mem: &GuestMemoryMmap, mem_mib: u64, vcpus: &mut [VcpuFd], serial: SerialState) -> Result<Self, Error> {
+    pub fn capture(
+        vm: &VmFd,
+        mem: &GuestMemoryMmap,
+        mem_mib: u64,
+        vcpus: &mut [VcpuFd],
+        serial: SerialState,
+    ) -> Result<Self, Error> {
         let mut states = Vec::new();
         for v in vcpus.iter_mut() {
             v.set_kvm_immediate_exit(1);
@@ -88,12 +111,16 @@ impl Snapshot {
         }
         let mut irqchips = Vec::new();
         for chip_id in 0..3 {
-            let mut c = kvm_irqchip { chip_id, ..Default::default() };
+            let mut c = kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
             vm.get_irqchip(&mut c).map_err(kvm("get irqchip"))?;
             irqchips.push(c);
         }
         let mut memory = vec![0u8; (mem_mib << 20) as usize];
-        mem.read_slice(&mut memory, GuestAddress(0)).map_err(|_| Error::Memory)?;
+        mem.read_slice(&mut memory, GuestAddress(0))
+            .map_err(|_| Error::Memory)?;
         Ok(Self {
             memory,
             mem_mib,
@@ -105,17 +132,36 @@ impl Snapshot {
         })
     }
 
+    pub fn vcpus(&self) -> usize {
+        self.vcpus.len()
+    }
+
     /// Load the machine into a fresh VM of the same shape.
-    pub fn restore(&self, vm: &VmFd, mem: &GuestMemoryMmap, mem_mib: u64, vcpus: &[VcpuFd]) -> Result<(), Error> {
+    pub fn restore(
+        &self,
+        vm: &VmFd,
+        mem: &GuestMemoryMmap,
+        mem_mib: u64,
+        vcpus: &[VcpuFd],
+    ) -> Result<(), Error> {
         if vcpus.len() != self.vcpus.len() || mem_mib != self.mem_mib {
-            return Err(Error::Shape(self.vcpus.len(), self.mem_mib, vcpus.len(), mem_mib));
+            return Err(Error::Shape(
+                self.vcpus.len(),
+                self.mem_mib,
+                vcpus.len(),
+                mem_mib,
+            ));
         }
-        mem.write_slice(&self.memory, GuestAddress(0)).map_err(|_| Error::Memory)?;
+        mem.write_slice(&self.memory, GuestAddress(0))
+            .map_err(|_| Error::Memory)?;
         for c in &self.irqchips {
             vm.set_irqchip(c).map_err(kvm("set irqchip"))?;
         }
         vm.set_pit2(&self.pit).map_err(kvm("set PIT"))?;
-        let clock = kvm_clock_data { clock: self.clock.clock, ..Default::default() };
+        let clock = kvm_clock_data {
+            clock: self.clock.clock,
+            ..Default::default()
+        };
         vm.set_clock(&clock).map_err(kvm("set clock"))?;
         // Registers, FPU, special registers, MSRs (TSC first), MP state,
         // LAPIC, then the TSC deadline again: KVM ignores a deadline written
@@ -135,9 +181,14 @@ impl Snapshot {
             s.msrs.iter().for_each(set_msr);
             v.set_mp_state(s.mp_state).map_err(kvm("set MP state"))?;
             v.set_lapic(&s.lapic).map_err(kvm("set LAPIC"))?;
-            s.msrs.iter().filter(|e| e.index == MSR_TSC_DEADLINE).for_each(set_msr);
-            v.set_vcpu_events(&s.events).map_err(kvm("set vCPU events"))?;
-            v.set_debug_regs(&s.debugregs).map_err(kvm("set debug regs"))?;
+            s.msrs
+                .iter()
+                .filter(|e| e.index == MSR_TSC_DEADLINE)
+                .for_each(set_msr);
+            v.set_vcpu_events(&s.events)
+                .map_err(kvm("set vCPU events"))?;
+            v.set_debug_regs(&s.debugregs)
+                .map_err(kvm("set debug regs"))?;
         }
         Ok(())
     }

@@ -298,15 +298,13 @@ impl VcpuRunner {
             };
             match exit {
                 VcpuExit::IoIn(port, data) => self.bus.read(port, data),
-                VcpuExit::IoOut(port, data) => {
-                    match self.bus.write(port, data) {
-                        PioEvent::Reset => self.shared.finish(End::Reset),
-                        PioEvent::SnapshotPoint if self.shared.snapshot_wanted => {
-                            self.shared.finish(End::SnapshotPoint)
-                        }
-                        _ => {}
+                VcpuExit::IoOut(port, data) => match self.bus.write(port, data) {
+                    PioEvent::Reset => self.shared.finish(End::Reset),
+                    PioEvent::SnapshotPoint if self.shared.snapshot_wanted => {
+                        self.shared.finish(End::SnapshotPoint)
                     }
-                }
+                    _ => {}
+                },
                 VcpuExit::MmioRead(addr, data) => {
                     tracing::debug!(addr, "ignored MMIO read");
                     data.fill(0xff);
