@@ -6,12 +6,12 @@ const SCN: &str = "scenarios/do-exit-race.toml";
 fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["run", SCN, "--kernel", kernel, "--runs", "1", "--json"];
     args.extend_from_slice(extra);
-    retry_if_init_died(kernel, || {
+    retry_on_host_flake(kernel, || {
         let o = preemptor(&args);
         assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
         let j = json(&o);
-        let started = j["runs"][0]["workload_started"] == true;
-        (j, started)
+        let flaked = run_flaked(&j);
+        (j, flaked)
     })
 }
 
@@ -69,13 +69,10 @@ fn restored_runs_match_cold_verdicts() {
         let o = preemptor(&["run", SCN, "--kernel", kernel, "--runs", "2", "--json"]);
         let j = json(&o);
         let runs = j["runs"].as_array().unwrap();
-        let started: Vec<_> = runs
-            .iter()
-            .filter(|r| r["workload_started"] == true)
-            .collect();
+        let started: Vec<_> = runs.iter().filter(|r| !result_flaked(r)).collect();
         assert!(
             !started.is_empty(),
-            "{kernel}: no restored run started its workload"
+            "{kernel}: every restored run hit the host flake"
         );
         for r in started {
             assert_eq!(r["goal_reached"], true, "{kernel}");
