@@ -6,9 +6,9 @@
 //!
 //! Markers (one line each, prefix `@@preemptor`):
 //!   ready cpus=N          - booted, N CPUs online, workload about to start
-//!                           (then, with `preemptor.snapshot`, the snapshot
-//!                           point: a write to port 0x501)
 //!   start workload=NAME args=A,B
+//! The workload itself calls [`crate::ready`] once set up: the snapshot
+//! point, and its seed.
 //!   end workload=NAME status=S   (S: exit code, or 128+signal)
 use crate::mark;
 use std::ffi::CString;
@@ -36,23 +36,6 @@ fn cmdline_param(cmdline: &str, key: &str) -> Option<String> {
         .split_whitespace()
         .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
         .map(str::to_string)
-}
-
-/// I/O port the VMM owns: a byte written here means "ready, about to start
-/// the workload". The VMM stops every vCPU there and saves the machine;
-/// each restored run continues right after this write.
-const SNAPSHOT_PORT: u16 = 0x501;
-
-fn snapshot_point() {
-    // SAFETY: ioperm grants this process the one port; the `out` touches
-    // nothing else.
-    unsafe {
-        if libc::ioperm(SNAPSHOT_PORT as libc::c_ulong, 1, 1) != 0 {
-            eprintln!("init: ioperm: {}", std::io::Error::last_os_error());
-            return;
-        }
-        std::arch::asm!("out dx, al", in("dx") SNAPSHOT_PORT, in("al") 1u8, options(nomem, nostack));
-    }
 }
 
 fn restart() -> ! {
@@ -88,12 +71,6 @@ pub fn main() {
         .unwrap_or(1);
 
     mark(&format!("ready cpus={cpus}"));
-    if cmdline
-        .split_whitespace()
-        .any(|w| w == "preemptor.snapshot")
-    {
-        snapshot_point();
-    }
     mark(&format!(
         "start workload={workload} args={}",
         args.join(",")

@@ -28,6 +28,60 @@ pub fn mark(what: &str) {
     let _ = std::io::stdout().lock().write_all(line.as_bytes());
 }
 
+/// I/O port the VMM owns. A byte written here is the snapshot point: the
+/// VMM stops every vCPU and saves the machine, and each restored run goes
+/// on from just after the write. A 32-bit read returns this run's seed.
+const SNAPSHOT_PORT: u16 = 0x501;
+
+/// Call once, when the workload is set up and about to do what a scenario
+/// studies: with `preemptor.snapshot` on the command line this is where the
+/// VMM snapshots the machine (so per-run cost excludes process start and
+/// setup). Returns this run's seed, from the VMM, read after the snapshot
+/// so each restored run gets its own. The VMM notes the read in its log.
+pub fn ready() -> u32 {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let snapshot = cmdline
+        .split_whitespace()
+        .any(|w| w == "preemptor.snapshot");
+    let mut seed = 0u32;
+    // SAFETY: ioperm grants this thread the one port; `out`/`in` touch
+    // nothing else.
+    unsafe {
+        if libc::ioperm(SNAPSHOT_PORT as libc::c_ulong, 4, 1) != 0 {
+            eprintln!("ready: ioperm: {}", std::io::Error::last_os_error());
+        } else {
+            if snapshot {
+                std::arch::asm!("out dx, al", in("dx") SNAPSHOT_PORT, in("al") 1u8,
+                    options(nomem, nostack));
+            }
+            std::arch::asm!("in eax, dx", in("dx") SNAPSHOT_PORT, out("eax") seed,
+                options(nomem, nostack));
+        }
+    }
+    seed
+}
+
+/// A small PRNG for workload jitter (xorshift64*): reproducible per seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        if n == 0 {
+            0
+        } else {
+            x % n
+        }
+    }
+}
+
 /// Pin the calling thread to one CPU.
 pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) targets this thread.

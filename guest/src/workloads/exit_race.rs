@@ -6,70 +6,91 @@
 //! the waker on CPU b, the exiting task on CPU a.
 //!
 //! Arguments (key=value): iters (rounds), threads (exiting threads per
-//! round), a, b (CPU numbers).
-use crate::{parse_args, pin_to_cpu};
+//! round), a, b (CPU numbers), jitter (each exiting thread first spins a
+//! number of iterations below this, drawn from the run's seed, so runs
+//! restored from one snapshot still differ in timing).
+//!
+//! The main thread, which spawns the exiting threads, runs on CPU b too.
+//!
+//! The snapshot point ([`crate::ready`]) is after the setup: pinned, the
+//! writer and the first round's threads spawned and parked. Restored runs
+//! start straight at the rounds.
+use crate::{parse_args, pin_to_cpu, Rng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 pub fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let v = match parse_args(&args, &[("iters", 20), ("threads", 4), ("a", 0), ("b", 1)]) {
+    let known = [
+        ("iters", 20),
+        ("threads", 4),
+        ("a", 0),
+        ("b", 1),
+        ("jitter", 10_000),
+    ];
+    let v = match parse_args(&args, &known) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("exit-race: {e}");
             std::process::exit(2);
         }
     };
-    let (iters, threads, cpu_a, cpu_b) = (v[0], v[1], v[2] as usize, v[3] as usize);
-    if let Err(e) = pin_to_cpu(cpu_a) {
-        eprintln!("exit-race: cannot pin to cpu {cpu_a}: {e}");
+    let (iters, threads, cpu_a, cpu_b, jitter) = (v[0], v[1], v[2] as usize, v[3] as usize, v[4]);
+    // The spawning thread stays off CPU a: it takes mmap_lock itself
+    // (thread stacks), and an owner on CPU a would be stopped along with
+    // the exiting thread, so the waker would never come.
+    if let Err(e) = pin_to_cpu(cpu_b) {
+        eprintln!("exit-race: cannot pin to cpu {cpu_b}: {e}");
         std::process::exit(2);
     }
 
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
+    let (go, parked) = mpsc::channel::<()>();
     let writer = {
         let (stop, writes) = (stop.clone(), writes.clone());
         std::thread::spawn(move || {
             pin_to_cpu(cpu_b).expect("pin writer");
+            // mprotect() of a mapping that was never touched: mmap_lock
+            // for writing, and no page-table entries to change, so no TLB
+            // shootdown. munmap() would IPI CPU a while holding the lock,
+            // and with CPU a stopped by the injector the waker then never
+            // comes (measured: most stops of the exiting thread timed out).
             const LEN: usize = 4096;
+            // SAFETY: an anonymous private page we map and never touch.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    LEN,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert!(p != libc::MAP_FAILED, "writer: mmap failed");
+            let mut prot = libc::PROT_READ;
+            let _ = parked.recv();
             while !stop.load(Ordering::Relaxed) {
-                // SAFETY: an anonymous private page we map, touch and unmap
-                // ourselves; each call takes mmap_lock for writing.
-                unsafe {
-                    let p = libc::mmap(
-                        std::ptr::null_mut(),
-                        LEN,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                        -1,
-                        0,
-                    );
-                    if p == libc::MAP_FAILED {
-                        continue;
-                    }
-                    libc::mprotect(p, LEN, libc::PROT_READ);
-                    libc::munmap(p, LEN);
-                }
+                // SAFETY: our own mapping; only its protection changes.
+                unsafe { libc::mprotect(p, LEN, prot) };
+                prot ^= libc::PROT_READ;
                 writes.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
 
-    let mut exited = 0u64;
-    for _ in 0..iters {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                std::thread::spawn(move || {
-                    pin_to_cpu(cpu_a).expect("pin exiter");
-                    // Returning ends the thread: exit() → do_exit() → exit_mm().
-                })
-            })
-            .collect();
-        for h in hs {
-            h.join().expect("exiting thread");
-            exited += 1;
-        }
+    // The writer and the first round are spawned and parked before the
+    // snapshot point, so a restored run's first exits come at once (a
+    // thread spawn costs tens of ms of emulated kernel work here). The
+    // writer is parked too: running, it shares CPU b with this thread and
+    // delayed a restored run's start by ~200 ms.
+    let first = Round::spawn(threads, cpu_a);
+    let mut rng = Rng::new(crate::ready() as u64);
+    let _ = go.send(());
+    let mut exited = first.release(&mut rng, jitter);
+    for _ in 1..iters {
+        exited += Round::spawn(threads, cpu_a).release(&mut rng, jitter);
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
@@ -77,4 +98,43 @@ pub fn main() {
         "exit-race: {exited} threads exited on cpu {cpu_a}, {} mmap_lock write cycles on cpu {cpu_b}",
         writes.load(Ordering::Relaxed)
     );
+}
+
+/// One round of exiting threads: pinned to CPU a and parked until
+/// released. They are released one at a time, each spinning its share of
+/// jitter before it exits: two exiting threads on CPU a at once would let
+/// one hold mmap_lock for reading while stopped with the other, and the
+/// waker would never come.
+struct Round {
+    threads: Vec<(mpsc::Sender<u64>, std::thread::JoinHandle<()>)>,
+}
+
+impl Round {
+    fn spawn(threads: u64, cpu: usize) -> Self {
+        let threads = (0..threads)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel::<u64>();
+                let h = std::thread::spawn(move || {
+                    pin_to_cpu(cpu).expect("pin exiter");
+                    let spins = rx.recv().unwrap_or(0);
+                    for _ in 0..spins {
+                        std::hint::spin_loop();
+                    }
+                    // Returning ends the thread: exit() → do_exit() → exit_mm().
+                });
+                (tx, h)
+            })
+            .collect();
+        Self { threads }
+    }
+
+    /// Let the threads exit, one after the other. Returns how many exited.
+    fn release(self, rng: &mut Rng, jitter: u64) -> u64 {
+        let n = self.threads.len() as u64;
+        for (tx, h) in self.threads {
+            let _ = tx.send(rng.below(jitter));
+            h.join().expect("exiting thread");
+        }
+        n
+    }
 }

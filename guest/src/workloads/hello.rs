@@ -1,4 +1,5 @@
 //! Smallest workload: one line, success. For boot checks and benchmarks.
 pub fn main() {
-    println!("hello from the preemptor guest");
+    let seed = crate::ready();
+    println!("hello from the preemptor guest (seed {seed})");
 }

@@ -52,6 +52,8 @@ pub struct BootConfig {
     pub vm: VmConfig,
     pub timeout: Duration,
     pub console: ConsoleConfig,
+    /// What the guest workload reads as its seed (`ready()` in guest/src/lib.rs).
+    pub guest_seed: u32,
 }
 
 /// What every guest gets: ttyS0 console; restart on panic and on init's
@@ -77,6 +79,8 @@ pub fn cmdline(profile: &HostProfile, workload: &str, args: &[String], extra: &s
 
 pub struct RunOutput {
     pub end: End,
+    /// The workload read its seed (guest `ready()`): it got going.
+    pub workload_ready: bool,
     pub console: Console,
     pub elapsed: Duration,
 }
@@ -198,6 +202,12 @@ fn execute(
     }
 
     let console = Console::new(cfg.console.clone(), start).map_err(Error::Console)?;
+    if from.is_some() {
+        console.note(&format!(
+            "snapshot restored in {:.1} ms",
+            start.elapsed().as_secs_f64() * 1e3
+        ));
+    }
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host(e.to_string()))?;
     vm.fd
         .register_irqfd(&irq, crate::devices::serial::SERIAL_IRQ)
@@ -206,8 +216,17 @@ fn execute(
         None => SerialDevice::new(irq, console.clone()),
         Some(s) => SerialDevice::from_state(&s.serial, irq, console.clone()),
     };
-    let bus = Arc::new(PioBus { serial });
+    let bus = Arc::new(PioBus {
+        serial,
+        guest_seed: cfg.guest_seed,
+        workload_ready: Default::default(),
+        console: console.clone(),
+    });
     let shared = Arc::new(RunShared::new(start, want_snapshot));
+    {
+        let shared = shared.clone();
+        console.on_end_line(move |l| shared.finish(End::ReportEnd(l.to_string())));
+    }
 
     let mut threads = Vec::new();
     for (index, fd) in vm.vcpus.drain(..).enumerate() {
@@ -269,6 +288,7 @@ fn execute(
     Ok((
         RunOutput {
             end,
+            workload_ready: bus.workload_ready.load(Ordering::SeqCst),
             console,
             elapsed: start.elapsed(),
         },

@@ -83,6 +83,9 @@ pub fn markers(out: &RunOutput) -> Markers {
             _ => {}
         }
     }
+    // A restored run starts after init's `start`: the workload's seed read
+    // (its `ready()`, after the snapshot point) says it is running.
+    m.started |= out.workload_ready;
     m
 }
 
@@ -103,6 +106,13 @@ pub fn verdict(out: &RunOutput) -> Verdict {
                 reason: out.end.to_string(),
             }
         }
+        // The console matched a report's end but the classifier found no
+        // report: say so rather than call it clean.
+        End::ReportEnd(line) => Verdict::Crash {
+            title: format!("unclassified kernel report ({})", line.trim()),
+            crash_type: "UNKNOWN".into(),
+            corrupted: true,
+        },
         End::TripleFault { .. } => Verdict::Crash {
             title: "triple fault".into(),
             crash_type: "TRIPLE-FAULT".into(),

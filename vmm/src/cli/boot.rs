@@ -47,7 +47,7 @@ pub struct BootArgs {
     /// Write the injection trace (JSON lines) here.
     #[arg(long)]
     pub trace: Option<PathBuf>,
-    /// Seed for probabilities and random stall durations.
+    /// Seed for probabilities, random stall durations and the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
 }
@@ -80,6 +80,7 @@ impl BootArgs {
                 echo: self.console,
                 ..Default::default()
             },
+            guest_seed: self.seed as u32,
         })
     }
 }

@@ -19,6 +19,9 @@ pub struct ConsoleConfig {
     pub max_memory: usize,
     /// Bytes written to the log file.
     pub max_log: u64,
+    /// A guest line containing one of these ends the run (the end of a
+    /// kernel report: what follows costs time and tells nothing new).
+    pub end_on: Vec<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -28,6 +31,7 @@ impl Default for ConsoleConfig {
             echo: false,
             max_memory: 8 << 20,
             max_log: 64 << 20,
+            end_on: Vec::new(),
         }
     }
 }
@@ -43,6 +47,7 @@ struct Inner {
     line: Vec<u8>,
     /// Host time of each marker line, in order.
     markers: Vec<(Duration, String)>,
+    on_end_line: Option<Box<dyn Fn(&str) + Send>>,
 }
 
 /// Cheap to clone: all clones write to the same console.
@@ -65,6 +70,7 @@ impl Console {
             at_line_start: true,
             line: Vec::new(),
             markers: Vec::new(),
+            on_end_line: None,
         }))))
     }
 
@@ -93,6 +99,11 @@ impl Console {
         let t = g.start.elapsed();
         let line = format!("[{:>10.6}] [preemptor] {msg}\n", t.as_secs_f64());
         g.write_log(line.as_bytes());
+    }
+
+    /// Called with the first guest line that matches `end_on`.
+    pub fn on_end_line(&self, f: impl Fn(&str) + Send + 'static) {
+        self.inner().on_end_line = Some(Box::new(f));
     }
 
     pub fn flush(&self) {
@@ -140,6 +151,11 @@ impl Inner {
                 self.markers
                     .push((self.start.elapsed(), rest.trim().to_string()));
             }
+            if self.cfg.end_on.iter().any(|e| line.contains(e.as_str())) {
+                if let Some(f) = self.on_end_line.take() {
+                    f(&line);
+                }
+            }
             self.line.clear();
         } else if self.line.len() < 4096 {
             self.line.push(b);
@@ -182,5 +198,23 @@ mod tests {
         c.write_all(&[b'x'; 100]).unwrap();
         assert_eq!(c.text().len(), 64);
         assert!(c.dropped() > 0);
+    }
+
+    #[test]
+    fn end_line_fires_once() {
+        let cfg = ConsoleConfig {
+            end_on: vec!["---[ end trace".into()],
+            ..Default::default()
+        };
+        let mut c = Console::new(cfg, Instant::now()).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        c.on_end_line(move |l| s.lock().unwrap().push(l.to_string()));
+        c.write_all(b"x
+[  1.0] ---[ end trace 0 ]---
+---[ end trace 1 ]---
+")
+            .unwrap();
+        assert_eq!(*seen.lock().unwrap(), vec!["[  1.0] ---[ end trace 0 ]---"]);
     }
 }

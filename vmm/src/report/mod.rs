@@ -20,6 +20,10 @@ use regex::Regex;
 use serde::Serialize;
 use std::sync::LazyLock;
 
+/// Lines that close a kernel report (oops, BUG, WARN, panic): once one is
+/// printed the report is complete, and a run may stop there.
+pub const REPORT_END: &[&str] = &["---[ end trace ", "---[ end Kernel panic"];
+
 /// A crash found in a console log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Report {

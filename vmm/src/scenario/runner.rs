@@ -92,7 +92,13 @@ pub fn prepare(
             mem_mib: g.memory,
         },
         timeout: Duration::from_secs(g.timeout),
-        console: ConsoleConfig::default(),
+        // A run ends with the first complete kernel report: what follows
+        // (the panic, a second register dump) is ~0.2 s of emulated printk.
+        console: ConsoleConfig {
+            end_on: crate::report::REPORT_END.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+        guest_seed: 0,
     };
     let symbols = if inject && !scenario.triggers.is_empty() {
         let v = k.vmlinux.as_ref().ok_or(Error::Other(format!(
@@ -188,6 +194,7 @@ impl Prepared {
     ) -> Result<RunResult, Error> {
         let engine = self.engine(seed)?;
         let mut cfg = self.boot.clone();
+        cfg.guest_seed = seed as u32;
         if let Some(dir) = out {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;

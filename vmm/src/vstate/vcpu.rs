@@ -35,6 +35,8 @@ pub enum End {
     Interrupted,
     /// Any other KVM failure.
     HostError(String),
+    /// The console showed the end of a kernel report (`ConsoleConfig::end_on`).
+    ReportEnd(String),
 }
 
 impl std::fmt::Display for End {
@@ -54,6 +56,7 @@ impl std::fmt::Display for End {
             End::Timeout => write!(f, "timeout"),
             End::Interrupted => write!(f, "interrupted"),
             End::HostError(e) => write!(f, "host error: {e}"),
+            End::ReportEnd(line) => write!(f, "kernel report ended: {}", line.trim()),
         }
     }
 }
