@@ -7,7 +7,7 @@ pub mod verdict;
 use crate::arch::x86_64::{self as arch, layout};
 use crate::devices::{Console, ConsoleConfig, PioBus, SerialDevice};
 use crate::host::HostProfile;
-use crate::vstate::snapshot::Snapshot;
+use crate::vstate::snapshot::{RestoreStats, Restorer, Snapshot};
 use crate::vstate::vcpu::VcpuRunner;
 use crate::vstate::{vm, DebugHandler, End, RunShared, Vm, VmConfig};
 pub use artifacts::{Kernel, KernelFormat};
@@ -83,6 +83,8 @@ pub struct RunOutput {
     pub workload_ready: bool,
     pub console: Console,
     pub elapsed: Duration,
+    /// For a run restored from a snapshot: how the restore went.
+    pub restore: Option<RestoreStats>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -150,7 +152,7 @@ pub fn take_snapshot(cfg: &BootConfig, profile: &HostProfile) -> Result<Snapshot
 
 /// Restore a snapshot into a fresh VM and run it to its end.
 pub fn run_from_snapshot(
-    snap: &Snapshot,
+    snap: &Restorer,
     cfg: &BootConfig,
     profile: &HostProfile,
     handler: Option<Arc<dyn DebugHandler>>,
@@ -187,7 +189,7 @@ fn cold_boot(vm: &Vm, cfg: &BootConfig) -> Result<(), Error> {
 }
 
 fn execute(
-    from: Option<&Snapshot>,
+    from: Option<&Restorer>,
     cfg: &BootConfig,
     profile: &HostProfile,
     handler: Option<Arc<dyn DebugHandler>>,
@@ -195,17 +197,37 @@ fn execute(
 ) -> Result<(RunOutput, Option<Snapshot>), Error> {
     install_signal_handlers()?;
     let start = Instant::now();
-    let mut vm = Vm::new(&cfg.vm)?;
-    match from {
-        None => cold_boot(&vm, cfg)?,
-        Some(s) => s.restore(&vm.fd, &vm.mem, cfg.vm.mem_mib, &vm.vcpus)?,
-    }
+    let (mut vm, restore) = match from {
+        None => {
+            let vm = Vm::new(&cfg.vm)?;
+            cold_boot(&vm, cfg)?;
+            (vm, None)
+        }
+        Some(r) => {
+            let s = &r.snapshot;
+            if (s.vcpus(), s.mem_mib) != (cfg.vm.vcpus, cfg.vm.mem_mib) {
+                return Err(crate::vstate::snapshot::Error::Shape(
+                    s.vcpus(),
+                    s.mem_mib,
+                    cfg.vm.vcpus,
+                    cfg.vm.mem_mib,
+                )
+                .into());
+            }
+            let (vm, stats) = r.vm()?;
+            (vm, Some(stats))
+        }
+    };
 
     let console = Console::new(cfg.console.clone(), start).map_err(Error::Console)?;
-    if from.is_some() {
+    if let Some(st) = &restore {
         console.note(&format!(
-            "snapshot restored in {:.1} ms",
-            start.elapsed().as_secs_f64() * 1e3
+            "snapshot restored in {:.1} ms: {} pages ({:.1} MiB{}) copied in {:.1} ms",
+            st.total.as_secs_f64() * 1e3,
+            st.pages,
+            st.pages as f64 / 256.0,
+            if st.full { ", all memory" } else { " dirtied by the last run" },
+            st.memory.as_secs_f64() * 1e3
         ));
     }
     let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Host(e.to_string()))?;
@@ -214,7 +236,7 @@ fn execute(
         .map_err(|e| Error::Host(format!("serial irqfd: {e}")))?;
     let serial = match from {
         None => SerialDevice::new(irq, console.clone()),
-        Some(s) => SerialDevice::from_state(&s.serial, irq, console.clone()),
+        Some(r) => SerialDevice::from_state(&r.snapshot.serial, irq, console.clone()),
     };
     let bus = Arc::new(PioBus {
         serial,
@@ -272,6 +294,9 @@ fn execute(
         }
     };
     let mut fds = stop_threads(threads);
+    if let Some(r) = from {
+        r.recycle(&vm);
+    }
     let snap = if end == End::SnapshotPoint {
         Some(Snapshot::capture(
             &vm.fd,
@@ -291,6 +316,7 @@ fn execute(
             workload_ready: bus.workload_ready.load(Ordering::SeqCst),
             console,
             elapsed: start.elapsed(),
+            restore,
         },
         snap,
     ))

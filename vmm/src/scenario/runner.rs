@@ -6,7 +6,7 @@ use crate::debug::symbols::Symbols;
 use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
 use crate::stall::{trace, Engine, EngineConfig, Event};
-use crate::vstate::snapshot::Snapshot;
+use crate::vstate::snapshot::{Restorer, Snapshot};
 use crate::vstate::{DebugHandler, VmConfig};
 use serde::Serialize;
 use std::path::Path;
@@ -35,7 +35,7 @@ pub struct Prepared {
     symbols: Option<Symbols>,
     /// Boot once to the init's snapshot point, restore that per run.
     pub use_snapshot: bool,
-    snapshot: std::sync::OnceLock<Result<Snapshot, String>>,
+    snapshot: std::sync::OnceLock<Result<Restorer, String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,9 +158,15 @@ impl Prepared {
 
     /// The snapshot of this guest, taken by the first call (one boot).
     pub fn snapshot(&self) -> Result<&Snapshot, Error> {
+        self.restorer().map(|r| &*r.snapshot)
+    }
+
+    fn restorer(&self) -> Result<&Restorer, Error> {
         self.snapshot
             .get_or_init(|| {
-                boot::take_snapshot(&self.boot, &self.profile).map_err(|e| e.to_string())
+                boot::take_snapshot(&self.boot, &self.profile)
+                    .map(|s| Restorer::new(Arc::new(s)))
+                    .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| Error::Other(e.clone()))
@@ -202,7 +208,7 @@ impl Prepared {
         }
         let handler = engine.clone().map(|e| e as Arc<dyn DebugHandler>);
         let o = if self.use_snapshot {
-            boot::run_from_snapshot(self.snapshot()?, &cfg, &self.profile, handler)?
+            boot::run_from_snapshot(self.restorer()?, &cfg, &self.profile, handler)?
         } else {
             boot::run(&cfg, &self.profile, handler)?
         };

@@ -3,12 +3,18 @@
 //! guest RAM, each vCPU's registers, special registers, FPU, the MSRs a
 //! kernel depends on, LAPIC, MP state, pending events, debug registers; the
 //! in-kernel PIC/IOAPIC, PIT and clock; the console UART.
-//! Restoring builds a fresh VM (same vCPU count and memory size) from it.
+//! Each run gets a fresh VM (same vCPU count and memory size), so no KVM
+//! state (shadow page tables, LAPIC internals) leaks from one run to the
+//! next; guest memory is kept and only the pages the previous run dirtied
+//! (KVM_GET_DIRTY_LOG) are copied back, see [`Restorer`].
 use kvm_bindings::{
     kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
     kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
 };
+use super::vm::{self, Vm, VmConfig};
 use kvm_ioctls::{VcpuFd, VmFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vm_superio::serial::SerialState;
 
@@ -23,7 +29,11 @@ pub enum Error {
     Memory,
     #[error("snapshot of {0} vCPUs / {1} MiB cannot restore into {2} vCPUs / {3} MiB")]
     Shape(usize, u64, usize, u64),
+    #[error(transparent)]
+    Vm(#[from] vm::Error),
 }
+
+const PAGE: usize = 4096;
 
 fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
     move |err| Error::Kvm { what, err }
@@ -136,6 +146,34 @@ impl Snapshot {
         self.vcpus.len()
     }
 
+    /// Copy the snapshot's memory back: all of it, or only the pages set in
+    /// `dirty` (a KVM dirty bitmap). Returns the number of pages copied.
+    pub fn restore_memory(
+        &self,
+        mem: &GuestMemoryMmap,
+        dirty: Option<&[u64]>,
+    ) -> Result<usize, Error> {
+        let Some(bitmap) = dirty else {
+            mem.write_slice(&self.memory, GuestAddress(0))
+                .map_err(|_| Error::Memory)?;
+            return Ok(self.memory.len() / PAGE);
+        };
+        let mut pages = 0;
+        for (w, &bits) in bitmap.iter().enumerate() {
+            let mut b = bits;
+            while b != 0 {
+                let i = w * 64 + b.trailing_zeros() as usize;
+                b &= b - 1;
+                let off = i * PAGE;
+                let src = self.memory.get(off..off + PAGE).ok_or(Error::Memory)?;
+                mem.write_slice(src, GuestAddress(off as u64))
+                    .map_err(|_| Error::Memory)?;
+                pages += 1;
+            }
+        }
+        Ok(pages)
+    }
+
     /// Load the machine into a fresh VM of the same shape.
     pub fn restore(
         &self,
@@ -152,8 +190,20 @@ impl Snapshot {
                 mem_mib,
             ));
         }
-        mem.write_slice(&self.memory, GuestAddress(0))
-            .map_err(|_| Error::Memory)?;
+        self.restore_memory(mem, None)?;
+        self.restore_state(vm, vcpus)
+    }
+
+    /// Everything but memory: irqchip, PIT, clock, each vCPU.
+    pub fn restore_state(&self, vm: &VmFd, vcpus: &[VcpuFd]) -> Result<(), Error> {
+        if vcpus.len() != self.vcpus.len() {
+            return Err(Error::Shape(
+                self.vcpus.len(),
+                self.mem_mib,
+                vcpus.len(),
+                self.mem_mib,
+            ));
+        }
         for c in &self.irqchips {
             vm.set_irqchip(c).map_err(kvm("set irqchip"))?;
         }
@@ -191,5 +241,81 @@ impl Snapshot {
                 .map_err(kvm("set debug regs"))?;
         }
         Ok(())
+    }
+}
+
+/// How one restore went.
+#[derive(Debug, Clone, Copy)]
+pub struct RestoreStats {
+    /// 4 KiB pages copied back from the snapshot.
+    pub pages: usize,
+    /// All of memory was copied (first run, or no dirty log on this host).
+    pub full: bool,
+    /// Time to copy those pages.
+    pub memory: Duration,
+    /// Time from nothing to a runnable VM (memory, VM, vCPUs, state).
+    pub total: Duration,
+}
+
+/// Hands out restored VMs, one per run. Guest memory outlives each VM: after
+/// a run, [`Restorer::recycle`] takes the run's dirty log and the next
+/// restore copies only those pages back.
+pub struct Restorer {
+    pub snapshot: Arc<Snapshot>,
+    spare: Mutex<Option<(GuestMemoryMmap, Vec<u64>)>>,
+}
+
+impl Restorer {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self {
+            snapshot,
+            spare: Mutex::new(None),
+        }
+    }
+
+    /// A fresh VM holding the snapshot's machine.
+    pub fn vm(&self) -> Result<(Vm, RestoreStats), Error> {
+        let start = Instant::now();
+        let s = &self.snapshot;
+        let cfg = VmConfig {
+            vcpus: s.vcpus.len(),
+            mem_mib: s.mem_mib,
+        };
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (mem, dirty) = match spare {
+            Some((mem, dirty)) => (mem, Some(dirty)),
+            None => {
+                let size = (s.mem_mib << 20) as usize;
+                let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)])
+                    .map_err(|e| vm::Error::Memory(s.mem_mib, e.to_string()))?;
+                (mem, None)
+            }
+        };
+        let t = Instant::now();
+        let pages = s.restore_memory(&mem, dirty.as_deref())?;
+        let memory = t.elapsed();
+        let vm = Vm::with_memory(&cfg, mem)?;
+        s.restore_state(&vm.fd, &vm.vcpus)?;
+        Ok((
+            vm,
+            RestoreStats {
+                pages,
+                full: dirty.is_none(),
+                memory,
+                total: start.elapsed(),
+            },
+        ))
+    }
+
+    /// After a run, every vCPU stopped: keep the memory and what the run
+    /// dirtied for the next restore. Without a dirty log (a host that does
+    /// not keep one), the next restore copies everything.
+    pub fn recycle(&self, vm: &Vm) {
+        match vm.dirty_log() {
+            Ok(d) => {
+                *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some((vm.mem.clone(), d))
+            }
+            Err(e) => tracing::debug!("no dirty log, next restore copies all memory: {e}"),
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The VM: guest RAM, in-kernel LAPIC/IOAPIC/PIC and PIT, and its vCPUs.
 use crate::arch::x86_64::regs;
 use kvm_bindings::{
-    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -39,7 +40,25 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// A VM with fresh, zeroed guest memory.
     pub fn new(cfg: &VmConfig) -> Result<Self, Error> {
+        Self::build(cfg, None)
+    }
+
+    /// A VM over existing guest memory (a restored snapshot's), logging the
+    /// pages the guest writes so the next restore copies only those back.
+    pub fn with_memory(cfg: &VmConfig, mem: GuestMemoryMmap) -> Result<Self, Error> {
+        Self::build(cfg, Some(mem))
+    }
+
+    /// Bitmap (bit per 4 KiB page, slot 0) of the pages written since the
+    /// VM was created. Needs [`Vm::with_memory`].
+    pub fn dirty_log(&self) -> Result<Vec<u64>, Error> {
+        let len = self.mem.iter().map(|r| r.len() as usize).sum();
+        self.fd.get_dirty_log(0, len).map_err(kvm_err("get dirty log"))
+    }
+
+    fn build(cfg: &VmConfig, reuse: Option<GuestMemoryMmap>) -> Result<Self, Error> {
         if cfg.vcpus == 0 || cfg.vcpus > 64 {
             return Err(Error::Config(format!(
                 "{} vCPUs (1..=64 supported)",
@@ -57,15 +76,25 @@ impl Vm {
         let kvm = Kvm::new().map_err(Error::OpenKvm)?;
         let fd = kvm.create_vm().map_err(kvm_err("create VM"))?;
         let size = cfg.mem_mib << 20;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)])
-            .map_err(|e| Error::Memory(cfg.mem_mib, e.to_string()))?;
+        let log_dirty = reuse.is_some();
+        let mem = match reuse {
+            Some(m) if m.iter().map(|r| r.len()).sum::<u64>() == size => m,
+            Some(_) => {
+                return Err(Error::Config(format!(
+                    "reused guest memory is not {} MiB",
+                    cfg.mem_mib
+                )))
+            }
+            None => GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)])
+                .map_err(|e| Error::Memory(cfg.mem_mib, e.to_string()))?,
+        };
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {
                 slot: slot as u32,
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
                 userspace_addr: mem.get_host_address(region.start_addr()).unwrap() as u64,
-                flags: 0,
+                flags: if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
             };
             // SAFETY: the region stays mapped for as long as the VM lives
             // (both are owned by this struct, memory dropped after fd).
