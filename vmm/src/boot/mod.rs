@@ -7,7 +7,7 @@ pub mod verdict;
 use crate::arch::x86_64::{self as arch, layout};
 use crate::devices::{Console, ConsoleConfig, PioBus, SerialDevice};
 use crate::host::HostProfile;
-use crate::vstate::snapshot::{RestoreStats, Restorer, Snapshot};
+use crate::vstate::snapshot::{file::SnapshotKey, RestoreStats, Restorer, Snapshot};
 use crate::vstate::vcpu::VcpuRunner;
 use crate::vstate::{vm, DebugHandler, End, RunShared, Vm, VmConfig};
 pub use artifacts::{Kernel, KernelFormat};
@@ -147,6 +147,20 @@ pub fn take_snapshot(cfg: &BootConfig, profile: &HostProfile) -> Result<Snapshot
             "the guest never reached its snapshot point ({})",
             o.end
         ))
+    })
+}
+
+/// What a snapshot of this configuration depends on (`--snapshot FILE`).
+pub fn snapshot_key(cfg: &BootConfig) -> Result<SnapshotKey, Error> {
+    let kernel = std::fs::read(&cfg.kernel.path)
+        .map_err(|e| Error::Load(cfg.kernel.path.display().to_string(), e.to_string()))?;
+    Ok(SnapshotKey {
+        kernel: cfg.kernel.path.display().to_string(),
+        kernel_sha256: SnapshotKey::sha256(&kernel),
+        initramfs_sha256: SnapshotKey::sha256(&cfg.initramfs),
+        cmdline: cfg.cmdline.clone(),
+        vcpus: cfg.vm.vcpus,
+        mem_mib: cfg.vm.mem_mib,
     })
 }
 

@@ -31,8 +31,18 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     /// Boot every run. By default, more than one run boots once to the
     /// guest's snapshot point and restores that per run.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "snapshot")]
     pub no_snapshot: bool,
+    /// Restore from the snapshot in FILE, taking it there first if FILE does
+    /// not exist. A snapshot taken with another kernel, initramfs, command
+    /// line or machine shape is refused.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// After each restored run, check that copying back the pages it
+    /// dirtied restores the snapshot's memory exactly (JSON:
+    /// restore.stale_pages; costs a compare of all guest memory per run).
+    #[arg(long)]
+    pub verify_restore: bool,
 }
 
 /// Runs with a progress bar; `label` heads it.
@@ -87,7 +97,11 @@ pub fn print_summary(label: &str, s: &Summary) {
 
 pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     let scn = Scenario::load(&a.scenario)?;
-    let p = runner::prepare(scn, &a.kernel, !a.no_inject, a.runs > 1 && !a.no_snapshot)?;
+    let mut p = runner::prepare(scn, &a.kernel, !a.no_inject, a.runs > 1 && !a.no_snapshot)?;
+    if let Some(f) = &a.snapshot {
+        p = p.with_snapshot_file(f.clone());
+    }
+    p.verify_restore = a.verify_restore;
     if !a.json {
         eprintln!(
             "preemptor: scenario {} on kernel {} ({}), host profile {}",

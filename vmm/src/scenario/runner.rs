@@ -6,10 +6,10 @@ use crate::debug::symbols::Symbols;
 use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
 use crate::stall::{trace, Engine, EngineConfig, Event};
-use crate::vstate::snapshot::{Restorer, Snapshot};
+use crate::vstate::snapshot::{file, Restorer, Snapshot};
 use crate::vstate::{DebugHandler, VmConfig};
 use serde::Serialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,8 +33,13 @@ pub struct Prepared {
     pub profile: HostProfile,
     boot: BootConfig,
     symbols: Option<Symbols>,
-    /// Boot once to the init's snapshot point, restore that per run.
+    /// Boot once to the workload's snapshot point, restore that per run.
     pub use_snapshot: bool,
+    /// Keep the snapshot in this file, or reuse the one there.
+    snapshot_file: Option<PathBuf>,
+    /// After each restored run, check that copying back its dirty pages
+    /// gives the snapshot's memory exactly.
+    pub verify_restore: bool,
     snapshot: std::sync::OnceLock<Result<Restorer, String>>,
 }
 
@@ -53,10 +58,29 @@ pub struct RunResult {
     pub workload_started: bool,
     pub seconds: f64,
     pub fired: Vec<String>,
+    /// For a restored run: what the restore copied and cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreInfo>,
     #[serde(skip)]
     pub events: Vec<Event>,
     #[serde(skip)]
     pub diagram: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreInfo {
+    /// 4 KiB pages copied back from the snapshot before the run.
+    pub pages: usize,
+    /// All of guest memory was copied (the first run).
+    pub full: bool,
+    pub copy_ms: f64,
+    /// From nothing to a runnable VM.
+    pub restore_ms: f64,
+    /// With `verify_restore`: after the run, pages that still differ from
+    /// the snapshot once its dirty pages are copied back (0 = the dirty log
+    /// missed nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_pages: Option<usize>,
 }
 
 pub fn prepare(
@@ -117,6 +141,8 @@ pub fn prepare(
         boot,
         symbols,
         use_snapshot,
+        snapshot_file: None,
+        verify_restore: false,
         snapshot: std::sync::OnceLock::new(),
     };
     p.engine(0)?; // validate triggers against this kernel before any boot
@@ -161,15 +187,52 @@ impl Prepared {
         self.restorer().map(|r| &*r.snapshot)
     }
 
+    /// Use the snapshot in `path` if there is one (refused unless taken
+    /// with this kernel, initramfs, command line and machine), else take
+    /// one and keep it there. Implies snapshot mode.
+    pub fn with_snapshot_file(mut self, path: PathBuf) -> Self {
+        self.use_snapshot = true;
+        self.snapshot_file = Some(path);
+        self
+    }
+
     fn restorer(&self) -> Result<&Restorer, Error> {
         self.snapshot
             .get_or_init(|| {
-                boot::take_snapshot(&self.boot, &self.profile)
+                self.load_or_take()
                     .map(|s| Restorer::new(Arc::new(s)))
                     .map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(|e| Error::Other(e.clone()))
+    }
+
+    fn load_or_take(&self) -> Result<Snapshot, Error> {
+        let key = match &self.snapshot_file {
+            Some(_) => Some(boot::snapshot_key(&self.boot)?),
+            None => None,
+        };
+        if let (Some(path), Some(key)) = (&self.snapshot_file, &key) {
+            if path.exists() {
+                let s = file::load(path, key).map_err(|e| Error::Other(e.to_string()))?;
+                eprintln!("preemptor: snapshot loaded from {}", path.display());
+                return Ok(s);
+            }
+        }
+        let s = match boot::take_snapshot(&self.boot, &self.profile) {
+            Ok(s) => s,
+            // The guest died before its snapshot point: on kvm_pvm that is
+            // most often the process-start flake (see verdict.rs); once more.
+            Err(e) => {
+                eprintln!("preemptor: snapshot boot failed ({e}); retrying once");
+                boot::take_snapshot(&self.boot, &self.profile)?
+            }
+        };
+        if let (Some(path), Some(key)) = (&self.snapshot_file, &key) {
+            file::save(path, &s, key).map_err(|e| Error::Other(e.to_string()))?;
+            eprintln!("preemptor: snapshot saved to {}", path.display());
+        }
+        Ok(s)
     }
 
     /// Resolved trigger sites: (name, func+off, address).
@@ -213,6 +276,22 @@ impl Prepared {
             boot::run(&cfg, &self.profile, handler)?
         };
         let v = verdict::verdict(&o);
+        let restore = match o.restore {
+            Some(st) => Some(RestoreInfo {
+                pages: st.pages,
+                full: st.full,
+                copy_ms: st.memory.as_secs_f64() * 1e3,
+                restore_ms: st.total.as_secs_f64() * 1e3,
+                stale_pages: if self.verify_restore {
+                    self.restorer()?
+                        .stale_pages()
+                        .map_err(|e| Error::Other(e.to_string()))?
+                } else {
+                    None
+                },
+            }),
+            None => None,
+        };
         let goal_reached = engine.as_ref().is_none_or(|e| e.goal_reached());
         // A run whose workload never started (the guest died while booting)
         // says nothing about the scenario's race: inconclusive, whatever the
@@ -239,6 +318,7 @@ impl Prepared {
             workload_started: started,
             seconds: o.elapsed.as_secs_f64(),
             fired: engine.as_ref().map(|e| e.fired()).unwrap_or_default(),
+            restore,
             events,
             diagram,
         };

@@ -19,9 +19,11 @@ pub struct ExitCosts {
     pub samples: usize,
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// The median of the samples (the upper one of an even count); NaN-free
+/// input assumed. Shared by every benchmark.
+pub fn median<T: PartialOrd + Copy + Default>(v: &mut [T]) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn set_rip(vcpu: &VcpuFd, rip: u64) -> Result<(), String> {
@@ -96,8 +98,8 @@ pub fn measure(samples: usize) -> Result<ExitCosts, String> {
         }
     }
     Ok(ExitCosts {
-        io_exit: median(io),
-        breakpoint: median(brk),
+        io_exit: median(&mut io),
+        breakpoint: median(&mut brk),
         samples: samples.max(batch),
     })
 }

@@ -11,7 +11,10 @@ use kvm_bindings::{
     kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
     kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
 };
+pub mod file;
+
 use super::vm::{self, Vm, VmConfig};
+use serde::{Deserialize, Serialize};
 use kvm_ioctls::{VcpuFd, VmFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +34,8 @@ pub enum Error {
     Shape(usize, u64, usize, u64),
     #[error(transparent)]
     Vm(#[from] vm::Error),
+    #[error(transparent)]
+    File(#[from] file::Error),
 }
 
 const PAGE: usize = 4096;
@@ -64,10 +69,11 @@ const MSRS: [u32; 16] = [
 
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct VcpuState {
     regs: kvm_regs,
     sregs: kvm_sregs,
+    #[serde(with = "file::fpu")]
     fpu: kvm_fpu,
     msrs: Vec<kvm_msr_entry>,
     lapic: kvm_lapic_state,
@@ -80,11 +86,17 @@ pub struct VcpuState {
 pub struct Snapshot {
     pub memory: Vec<u8>,
     pub mem_mib: u64,
+    machine: Machine,
+    pub serial: SerialState,
+}
+
+/// Everything but memory and the UART.
+#[derive(Clone, Serialize, Deserialize)]
+struct Machine {
     vcpus: Vec<VcpuState>,
     irqchips: Vec<kvm_irqchip>,
     pit: kvm_pit_state2,
     clock: kvm_clock_data,
-    pub serial: SerialState,
 }
 
 impl Snapshot {
@@ -134,16 +146,18 @@ impl Snapshot {
         Ok(Self {
             memory,
             mem_mib,
-            vcpus: states,
-            irqchips,
-            pit: vm.get_pit2().map_err(kvm("get PIT"))?,
-            clock: vm.get_clock().map_err(kvm("get clock"))?,
+            machine: Machine {
+                vcpus: states,
+                irqchips,
+                pit: vm.get_pit2().map_err(kvm("get PIT"))?,
+                clock: vm.get_clock().map_err(kvm("get clock"))?,
+            },
             serial,
         })
     }
 
     pub fn vcpus(&self) -> usize {
-        self.vcpus.len()
+        self.machine.vcpus.len()
     }
 
     /// Copy the snapshot's memory back: all of it, or only the pages set in
@@ -174,42 +188,22 @@ impl Snapshot {
         Ok(pages)
     }
 
-    /// Load the machine into a fresh VM of the same shape.
-    pub fn restore(
-        &self,
-        vm: &VmFd,
-        mem: &GuestMemoryMmap,
-        mem_mib: u64,
-        vcpus: &[VcpuFd],
-    ) -> Result<(), Error> {
-        if vcpus.len() != self.vcpus.len() || mem_mib != self.mem_mib {
-            return Err(Error::Shape(
-                self.vcpus.len(),
-                self.mem_mib,
-                vcpus.len(),
-                mem_mib,
-            ));
-        }
-        self.restore_memory(mem, None)?;
-        self.restore_state(vm, vcpus)
-    }
-
     /// Everything but memory: irqchip, PIT, clock, each vCPU.
     pub fn restore_state(&self, vm: &VmFd, vcpus: &[VcpuFd]) -> Result<(), Error> {
-        if vcpus.len() != self.vcpus.len() {
+        if vcpus.len() != self.machine.vcpus.len() {
             return Err(Error::Shape(
-                self.vcpus.len(),
+                self.machine.vcpus.len(),
                 self.mem_mib,
                 vcpus.len(),
                 self.mem_mib,
             ));
         }
-        for c in &self.irqchips {
+        for c in &self.machine.irqchips {
             vm.set_irqchip(c).map_err(kvm("set irqchip"))?;
         }
-        vm.set_pit2(&self.pit).map_err(kvm("set PIT"))?;
+        vm.set_pit2(&self.machine.pit).map_err(kvm("set PIT"))?;
         let clock = kvm_clock_data {
-            clock: self.clock.clock,
+            clock: self.machine.clock.clock,
             ..Default::default()
         };
         vm.set_clock(&clock).map_err(kvm("set clock"))?;
@@ -218,7 +212,7 @@ impl Snapshot {
         // while the LAPIC timer is not in TSC-deadline mode, and a lost
         // deadline leaves that CPU without its timer (measured: a restored
         // run's CPU 0 crawled, 240 s instead of 6 s).
-        for (v, s) in vcpus.iter().zip(&self.vcpus) {
+        for (v, s) in vcpus.iter().zip(&self.machine.vcpus) {
             v.set_regs(&s.regs).map_err(kvm("set regs"))?;
             v.set_fpu(&s.fpu).map_err(kvm("set FPU"))?;
             v.set_sregs(&s.sregs).map_err(kvm("set sregs"))?;
@@ -278,7 +272,7 @@ impl Restorer {
         let start = Instant::now();
         let s = &self.snapshot;
         let cfg = VmConfig {
-            vcpus: s.vcpus.len(),
+            vcpus: s.vcpus(),
             mem_mib: s.mem_mib,
         };
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -305,6 +299,26 @@ impl Restorer {
                 total: start.elapsed(),
             },
         ))
+    }
+
+    /// Check the dirty log: restore the last run's dirty pages into the kept
+    /// memory now and count the pages that still differ from the snapshot
+    /// (a write the log missed). None before the first run or without a
+    /// dirty log. Costs a compare of all guest memory.
+    pub fn stale_pages(&self) -> Result<Option<usize>, Error> {
+        let g = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((mem, dirty)) = g.as_ref() else {
+            return Ok(None);
+        };
+        self.snapshot.restore_memory(mem, Some(dirty))?;
+        let mut page = vec![0u8; PAGE];
+        let mut stale = 0;
+        for (i, want) in self.snapshot.memory.chunks(PAGE).enumerate() {
+            mem.read_slice(&mut page, GuestAddress((i * PAGE) as u64))
+                .map_err(|_| Error::Memory)?;
+            stale += usize::from(page != want);
+        }
+        Ok(Some(stale))
     }
 
     /// After a run, every vCPU stopped: keep the memory and what the run
