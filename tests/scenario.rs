@@ -61,19 +61,45 @@ fn scenario_errors_name_file_line_and_key() {
 }
 
 /// Boot once, restore per run: restored runs give the cold runs' verdicts
-/// (the cold ones are the tests above), on both kernels.
+/// (the cold ones are the tests above), on both kernels. Each snapshot is
+/// kept in a file: a second invocation reuses it without booting, and the
+/// other kernel's snapshot is refused. Every dirty-page restore is checked
+/// against the snapshot's memory.
 #[test]
 fn restored_runs_match_cold_verdicts() {
     require_kvm();
+    let dir = tmp("snapshots");
     for (kernel, want) in [("reverted", "crash"), ("fixed", "clean")] {
-        let o = preemptor(&["run", SCN, "--kernel", kernel, "--runs", "2", "--json"]);
-        let j = json(&o);
-        let runs = j["runs"].as_array().unwrap();
+        let file = dir.join(format!("{kernel}.snap"));
+        let f = file.to_str().unwrap();
+        let mut runs = Vec::new();
+        for (i, n) in ["3", "1"].into_iter().enumerate() {
+            let o = preemptor(&[
+                "run", SCN, "--kernel", kernel, "--runs", n, "--snapshot", f, "--json",
+                "--verify-restore",
+            ]);
+            assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+            let j = json(&o);
+            runs.extend(j["runs"].as_array().unwrap().clone());
+            assert!(file.exists(), "{kernel}: snapshot file kept");
+            let loaded = stderr(&o).contains("snapshot loaded from");
+            assert_eq!(loaded, i == 1, "{kernel}: only the second invocation reuses the file");
+        }
         let started: Vec<_> = runs.iter().filter(|r| !result_flaked(r)).collect();
         assert!(
-            !started.is_empty(),
-            "{kernel}: every restored run hit the host flake"
+            started.len() >= 2,
+            "{kernel}: restored runs hit the host flake: {runs:?}"
         );
+        for r in &runs {
+            let st = &r["restore"];
+            assert!(st.is_object(), "{kernel}: restored run without restore info");
+            if st["full"] == false {
+                assert!(st["pages"].as_u64().unwrap() < 32768 / 4, "{kernel}: {st}");
+            }
+            if let Some(stale) = st.get("stale_pages") {
+                assert_eq!(stale, 0, "{kernel}: a dirty-page restore missed pages");
+            }
+        }
         for r in started {
             assert_eq!(r["goal_reached"], true, "{kernel}");
             assert_eq!(r["verdict"]["verdict"], want, "{kernel}: restored run");
@@ -82,4 +108,11 @@ fn restored_runs_match_cold_verdicts() {
             }
         }
     }
+    // A snapshot taken with another kernel is refused, before any boot.
+    let wrong = dir.join("reverted.snap");
+    let o = preemptor(&["run", SCN, "--kernel", "fixed", "--snapshot", wrong.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("another kernel") && e.contains("refusing"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,13 +28,18 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
     let scn = Scenario::load(&a.scenario)?;
     println!("{}: {}\n", scn.name, scn.description);
     let mut rows: Vec<(String, String, Vec<RunResult>, bool)> = Vec::new();
+    // One snapshot per kernel, shared by its injected and baseline runs.
+    let mut first: Vec<(&str, runner::Prepared)> = Vec::new();
     for (kernel, inject) in [
         ("reverted", true),
         ("fixed", true),
         ("reverted", false),
         ("fixed", false),
     ] {
-        let p = runner::prepare(scn.clone(), kernel, inject, a.runs > 1 && !a.no_snapshot)?;
+        let mut p = runner::prepare(scn.clone(), kernel, inject, a.runs > 1 && !a.no_snapshot)?;
+        if let Some((_, q)) = first.iter().find(|(k, _)| *k == kernel) {
+            p.share_snapshot(q);
+        }
         let mode = if inject { "injection" } else { "no injection" };
         let out = a.out.as_ref().map(|o| {
             o.join(format!(
@@ -52,6 +57,9 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
         let ok = p.expectation(None).is_none_or(|e| runner::meets(&rs, e));
         print_summary(&format!("{kernel} / {mode}"), &runner::summarize(&rs));
         rows.push((kernel.into(), mode.into(), rs, ok));
+        if !first.iter().any(|(k, _)| *k == kernel) {
+            first.push((kernel, p));
+        }
     }
     println!(
         "\n{:<9} {:<13} {:>20} {:>8}  {:<8} titles",

@@ -40,7 +40,7 @@ pub struct Prepared {
     /// After each restored run, check that copying back its dirty pages
     /// gives the snapshot's memory exactly.
     pub verify_restore: bool,
-    snapshot: std::sync::OnceLock<Result<Restorer, String>>,
+    snapshot: Arc<std::sync::OnceLock<Result<Restorer, String>>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,7 +143,7 @@ pub fn prepare(
         use_snapshot,
         snapshot_file: None,
         verify_restore: false,
-        snapshot: std::sync::OnceLock::new(),
+        snapshot: Default::default(),
     };
     p.engine(0)?; // validate triggers against this kernel before any boot
     Ok(p)
@@ -194,6 +194,15 @@ impl Prepared {
         self.use_snapshot = true;
         self.snapshot_file = Some(path);
         self
+    }
+
+    /// Restore from `other`'s snapshot (taken at most once for both): the
+    /// same guest with and without injection boots to the same machine.
+    /// Breakpoints are set after the restore, so the snapshot has none.
+    pub fn share_snapshot(&mut self, other: &Prepared) {
+        if self.use_snapshot && other.use_snapshot && self.boot.cmdline == other.boot.cmdline {
+            self.snapshot = other.snapshot.clone();
+        }
     }
 
     fn restorer(&self) -> Result<&Restorer, Error> {
