@@ -75,7 +75,15 @@ fn restored_runs_match_cold_verdicts() {
         let mut runs = Vec::new();
         for (i, n) in ["3", "1"].into_iter().enumerate() {
             let o = preemptor(&[
-                "run", SCN, "--kernel", kernel, "--runs", n, "--snapshot", f, "--json",
+                "run",
+                SCN,
+                "--kernel",
+                kernel,
+                "--runs",
+                n,
+                "--snapshot",
+                f,
+                "--json",
                 "--verify-restore",
             ]);
             assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
@@ -83,7 +91,11 @@ fn restored_runs_match_cold_verdicts() {
             runs.extend(j["runs"].as_array().unwrap().clone());
             assert!(file.exists(), "{kernel}: snapshot file kept");
             let loaded = stderr(&o).contains("snapshot loaded from");
-            assert_eq!(loaded, i == 1, "{kernel}: only the second invocation reuses the file");
+            assert_eq!(
+                loaded,
+                i == 1,
+                "{kernel}: only the second invocation reuses the file"
+            );
         }
         let started: Vec<_> = runs.iter().filter(|r| !result_flaked(r)).collect();
         assert!(
@@ -92,7 +104,10 @@ fn restored_runs_match_cold_verdicts() {
         );
         for r in &runs {
             let st = &r["restore"];
-            assert!(st.is_object(), "{kernel}: restored run without restore info");
+            assert!(
+                st.is_object(),
+                "{kernel}: restored run without restore info"
+            );
             if st["full"] == false {
                 assert!(st["pages"].as_u64().unwrap() < 32768 / 4, "{kernel}: {st}");
             }
@@ -110,9 +125,19 @@ fn restored_runs_match_cold_verdicts() {
     }
     // A snapshot taken with another kernel is refused, before any boot.
     let wrong = dir.join("reverted.snap");
-    let o = preemptor(&["run", SCN, "--kernel", "fixed", "--snapshot", wrong.to_str().unwrap()]);
+    let o = preemptor(&[
+        "run",
+        SCN,
+        "--kernel",
+        "fixed",
+        "--snapshot",
+        wrong.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.contains("another kernel") && e.contains("refusing"), "{e}");
+    assert!(
+        e.contains("another kernel") && e.contains("refusing"),
+        "{e}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,8 +13,8 @@
 //! The main thread, which spawns the exiting threads, runs on CPU b too.
 //!
 //! The snapshot point ([`crate::ready`]) is after the setup: pinned, the
-//! writer and the first round's threads spawned and parked. Restored runs
-//! start straight at the rounds.
+//! writer and all exiting threads spawned and parked. Restored runs start
+//! straight at the exits.
 use crate::{parse_args, pin_to_cpu, Rng};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -80,17 +80,17 @@ pub fn main() {
         })
     };
 
-    // The writer and the first round are spawned and parked before the
-    // snapshot point, so a restored run's first exits come at once (a
-    // thread spawn costs tens of ms of emulated kernel work here). The
+    // The writer and every exiting thread are spawned and parked before
+    // the snapshot point, so a restored run is all exits (a thread spawn
+    // costs tens of ms of emulated kernel work here). The
     // writer is parked too: running, it shares CPU b with this thread and
     // delayed a restored run's start by ~200 ms.
-    let first = Round::spawn(threads, cpu_a);
+    let rounds: Vec<Round> = (0..iters).map(|_| Round::spawn(threads, cpu_a)).collect();
     let mut rng = Rng::new(crate::ready() as u64);
     let _ = go.send(());
-    let mut exited = first.release(&mut rng, jitter);
-    for _ in 1..iters {
-        exited += Round::spawn(threads, cpu_a).release(&mut rng, jitter);
+    let mut exited = 0;
+    for r in rounds {
+        exited += r.release(&mut rng, jitter);
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");

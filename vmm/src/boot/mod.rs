@@ -240,7 +240,11 @@ fn execute(
             st.total.as_secs_f64() * 1e3,
             st.pages,
             st.pages as f64 / 256.0,
-            if st.full { ", all memory" } else { " dirtied by the last run" },
+            if st.full {
+                ", all memory"
+            } else {
+                " dirtied by the last run"
+            },
             st.memory.as_secs_f64() * 1e3
         ));
     }

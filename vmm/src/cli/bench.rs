@@ -166,7 +166,10 @@ fn scenario_runs(path: &std::path::Path, kernel: &str, runs: usize) -> Result<i3
     let mut stale = 0;
     for i in 0..runs {
         let r = snap.run_once(i, 1 + i as u64, None)?;
-        let st = r.restore.clone().ok_or(UsageError("restored run without restore".into()))?;
+        let st = r
+            .restore
+            .clone()
+            .ok_or(UsageError("restored run without restore".into()))?;
         let m = st.pages as f64 / 256.0;
         println!(
             "  run {i}: restored {:.2} s ({}); restore {:.1} ms, {} pages = {m:.2} MiB copied in {:.2} ms{}",

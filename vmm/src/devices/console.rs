@@ -36,6 +36,8 @@ impl Default for ConsoleConfig {
     }
 }
 
+type EndHook = Box<dyn Fn(&str) + Send>;
+
 struct Inner {
     cfg: ConsoleConfig,
     start: Instant,
@@ -47,7 +49,7 @@ struct Inner {
     line: Vec<u8>,
     /// Host time of each marker line, in order.
     markers: Vec<(Duration, String)>,
-    on_end_line: Option<Box<dyn Fn(&str) + Send>>,
+    on_end_line: Option<EndHook>,
 }
 
 /// Cheap to clone: all clones write to the same console.
@@ -210,11 +212,13 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         c.on_end_line(move |l| s.lock().unwrap().push(l.to_string()));
-        c.write_all(b"x
+        c.write_all(
+            b"x
 [  1.0] ---[ end trace 0 ]---
 ---[ end trace 1 ]---
-")
-            .unwrap();
+",
+        )
+        .unwrap();
         assert_eq!(*seen.lock().unwrap(), vec!["[  1.0] ---[ end trace 0 ]---"]);
     }
 }

@@ -119,7 +119,10 @@ pub fn prepare(
         // A run ends with the first complete kernel report: what follows
         // (the panic, a second register dump) is ~0.2 s of emulated printk.
         console: ConsoleConfig {
-            end_on: crate::report::REPORT_END.iter().map(|s| s.to_string()).collect(),
+            end_on: crate::report::REPORT_END
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             ..Default::default()
         },
         guest_seed: 0,
@@ -393,7 +396,7 @@ pub fn summarize(rs: &[RunResult]) -> Summary {
             }
         }
     }
-    titles.sort_by(|a, b| b.1.cmp(&a.1));
+    titles.sort_by_key(|t| std::cmp::Reverse(t.1));
     let n = conclusive.len();
     Summary {
         runs: rs.len(),

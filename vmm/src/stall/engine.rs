@@ -413,7 +413,7 @@ impl DebugHandler for Engine {
             st.t[i].hits += 1;
             let n = st.t[i].hits;
             let count_ok = s.nth.is_none_or(|k| n == k)
-                && s.every.is_none_or(|k| n % k == 0)
+                && s.every.is_none_or(|k| n.is_multiple_of(k))
                 && s.from.is_none_or(|k| n >= k);
             if !count_ok {
                 continue;

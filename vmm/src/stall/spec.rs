@@ -40,7 +40,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
         "ns" => v / 1e9,
         _ => return Err(err()),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 3600.0 {
+    if !secs.is_finite() || !(0.0..=3600.0).contains(&secs) {
         return Err(err());
     }
     Ok(Duration::from_secs_f64(secs))

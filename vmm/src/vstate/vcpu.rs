@@ -228,8 +228,10 @@ fn dr7_for(bps: &[Option<u64>; 4]) -> u64 {
 }
 
 pub(crate) fn guest_debug(bps: &[Option<u64>; 4], step: bool, block_irq: bool) -> kvm_guest_debug {
-    let mut d = kvm_guest_debug::default();
-    d.control = KVM_GUESTDBG_ENABLE;
+    let mut d = kvm_guest_debug {
+        control: KVM_GUESTDBG_ENABLE,
+        ..Default::default()
+    };
     if step {
         d.control |= KVM_GUESTDBG_SINGLESTEP;
     } else {

@@ -55,7 +55,9 @@ impl Vm {
     /// VM was created. Needs [`Vm::with_memory`].
     pub fn dirty_log(&self) -> Result<Vec<u64>, Error> {
         let len = self.mem.iter().map(|r| r.len() as usize).sum();
-        self.fd.get_dirty_log(0, len).map_err(kvm_err("get dirty log"))
+        self.fd
+            .get_dirty_log(0, len)
+            .map_err(kvm_err("get dirty log"))
     }
 
     fn build(cfg: &VmConfig, reuse: Option<GuestMemoryMmap>) -> Result<Self, Error> {
@@ -94,7 +96,11 @@ impl Vm {
                 guest_phys_addr: region.start_addr().0,
                 memory_size: region.len(),
                 userspace_addr: mem.get_host_address(region.start_addr()).unwrap() as u64,
-                flags: if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+                flags: if log_dirty {
+                    KVM_MEM_LOG_DIRTY_PAGES
+                } else {
+                    0
+                },
             };
             // SAFETY: the region stays mapped for as long as the VM lives
             // (both are owned by this struct, memory dropped after fd).

@@ -111,7 +111,8 @@ pub fn save(path: &Path, snap: &Snapshot, key: &SnapshotKey) -> Result<(), Error
     let tmp = path.with_extension("partial");
     let mut w = BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
     w.write_all(MAGIC).map_err(io)?;
-    w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
     w.write_all(&json).map_err(io)?;
     for &i in &header.pages {
         let off = i as usize * PAGE;
@@ -135,15 +136,16 @@ pub fn load(path: &Path, want: &SnapshotKey) -> Result<Snapshot, Error> {
         return Err(bad("wrong magic line"));
     }
     let mut len = [0u8; 8];
-    r.read_exact(&mut len).map_err(|_| bad("truncated header"))?;
+    r.read_exact(&mut len)
+        .map_err(|_| bad("truncated header"))?;
     let len = u64::from_le_bytes(len);
     if len > 64 << 20 {
         return Err(bad("header too large"));
     }
     let mut json = vec![0u8; len as usize];
-    r.read_exact(&mut json).map_err(|_| bad("truncated header"))?;
-    let h: Header =
-        serde_json::from_slice(&json).map_err(|e| bad(&format!("bad header: {e}")))?;
+    r.read_exact(&mut json)
+        .map_err(|_| bad("truncated header"))?;
+    let h: Header = serde_json::from_slice(&json).map_err(|e| bad(&format!("bad header: {e}")))?;
     if let Some(why) = h.key.mismatch(want) {
         return Err(Error::Mismatch(path.to_path_buf(), why));
     }
@@ -325,7 +327,10 @@ mod tests {
         let mut other = k1.clone();
         other.initramfs_sha256 = SnapshotKey::sha256(b"x");
         let e = load(&path, &other).err().unwrap().to_string();
-        assert!(e.contains("another initramfs") && e.contains("refusing"), "{e}");
+        assert!(
+            e.contains("another initramfs") && e.contains("refusing"),
+            "{e}"
+        );
         std::fs::write(&path, b"junk").unwrap();
         assert!(matches!(load(&path, &k1), Err(Error::Format(..))));
         let _ = std::fs::remove_dir_all(&dir);

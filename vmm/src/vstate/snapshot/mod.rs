@@ -14,8 +14,8 @@ use kvm_bindings::{
 pub mod file;
 
 use super::vm::{self, Vm, VmConfig};
-use serde::{Deserialize, Serialize};
 use kvm_ioctls::{VcpuFd, VmFd};
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
