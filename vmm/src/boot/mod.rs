@@ -143,8 +143,16 @@ pub fn run(
 pub fn take_snapshot(cfg: &BootConfig, profile: &HostProfile) -> Result<Snapshot, Error> {
     let (o, snap) = execute(None, cfg, profile, None, true)?;
     snap.ok_or_else(|| {
+        let m = verdict::markers(&o);
+        let why = match (m.started, m.status) {
+            (false, _) => "the workload never started".to_string(),
+            (true, Some(s)) => format!(
+                "the workload exited (status {s}) without calling ready(), its snapshot point"
+            ),
+            (true, None) => "the workload died before its snapshot point".to_string(),
+        };
         Error::Host(format!(
-            "the guest never reached its snapshot point ({})",
+            "no snapshot: {why} (run ended: {}); --no-snapshot boots every run",
             o.end
         ))
     })
@@ -159,9 +167,24 @@ pub fn snapshot_key(cfg: &BootConfig) -> Result<SnapshotKey, Error> {
         kernel_sha256: SnapshotKey::sha256(&kernel),
         initramfs_sha256: SnapshotKey::sha256(&cfg.initramfs),
         cmdline: cfg.cmdline.clone(),
+        host_cpu: host_cpu(),
         vcpus: cfg.vm.vcpus,
         mem_mib: cfg.vm.mem_mib,
     })
+}
+
+/// The host CPU, as /proc/cpuinfo names it: guest CPUID comes from it, and
+/// a guest restored onto other CPU features may fault.
+fn host_cpu() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default()
 }
 
 /// Restore a snapshot into a fresh VM and run it to its end.

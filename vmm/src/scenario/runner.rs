@@ -231,6 +231,7 @@ impl Prepared {
                 return Ok(s);
             }
         }
+        let t = std::time::Instant::now();
         let s = match boot::take_snapshot(&self.boot, &self.profile) {
             Ok(s) => s,
             // The guest died before its snapshot point: on kvm_pvm that is
@@ -240,6 +241,10 @@ impl Prepared {
                 boot::take_snapshot(&self.boot, &self.profile)?
             }
         };
+        eprintln!(
+            "preemptor: snapshot taken at the workload's ready point after {:.1} s of boot",
+            t.elapsed().as_secs_f64()
+        );
         if let (Some(path), Some(key)) = (&self.snapshot_file, &key) {
             file::save(path, &s, key).map_err(|e| Error::Other(e.to_string()))?;
             eprintln!("preemptor: snapshot saved to {}", path.display());

@@ -11,7 +11,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use vm_superio::serial::SerialState;
 
-const MAGIC: &[u8] = b"preemptor-snapshot v1\n";
+const MAGIC: &[u8] = b"preemptor-snapshot v2\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -32,6 +32,8 @@ pub struct SnapshotKey {
     pub kernel_sha256: String,
     pub initramfs_sha256: String,
     pub cmdline: String,
+    /// The host CPU model (guest CPUID follows the host's).
+    pub host_cpu: String,
     pub vcpus: usize,
     pub mem_mib: u64,
 }
@@ -66,6 +68,11 @@ impl SnapshotKey {
             Some(format!(
                 "another command line ('{}'; this run: '{}')",
                 self.cmdline, want.cmdline
+            ))
+        } else if self.host_cpu != want.host_cpu {
+            Some(format!(
+                "another host CPU ('{}'; this host: '{}')",
+                self.host_cpu, want.host_cpu
             ))
         } else if (self.vcpus, self.mem_mib) != (want.vcpus, want.mem_mib) {
             Some(format!(
@@ -280,6 +287,7 @@ mod tests {
             kernel_sha256: SnapshotKey::sha256(b"kernel"),
             initramfs_sha256: SnapshotKey::sha256(b"initramfs"),
             cmdline: "console=ttyS0".into(),
+            host_cpu: "cpu".into(),
             vcpus: 1,
             mem_mib: 64,
         }
