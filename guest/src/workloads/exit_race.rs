@@ -56,25 +56,31 @@ pub fn main() {
             // shootdown. munmap() would IPI CPU a while holding the lock,
             // and with CPU a stopped by the injector the waker then never
             // comes (measured: most stops of the exiting thread timed out).
-            const LEN: usize = 4096;
-            // SAFETY: an anonymous private page we map and never touch.
+            // The page toggles between read and read+exec between two
+            // read+write neighbours: it is its own VMA and never merges or
+            // splits, so each call is cheap (a split or merge costs maple
+            // tree work, ~26 ms a call here).
+            const PAGE: usize = 4096;
+            // SAFETY: anonymous private pages we map and never touch.
             let p = unsafe {
                 libc::mmap(
                     std::ptr::null_mut(),
-                    LEN,
-                    libc::PROT_NONE,
+                    3 * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
                     libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                     -1,
                     0,
                 )
             };
             assert!(p != libc::MAP_FAILED, "writer: mmap failed");
+            // SAFETY: the middle page of our own mapping.
+            let p = unsafe { p.cast::<u8>().add(PAGE).cast::<libc::c_void>() };
             let mut prot = libc::PROT_READ;
             let _ = parked.recv();
             while !stop.load(Ordering::Relaxed) {
                 // SAFETY: our own mapping; only its protection changes.
-                unsafe { libc::mprotect(p, LEN, prot) };
-                prot ^= libc::PROT_READ;
+                unsafe { libc::mprotect(p, PAGE, prot) };
+                prot ^= libc::PROT_EXEC;
                 writes.fetch_add(1, Ordering::Relaxed);
             }
         })
