@@ -44,8 +44,8 @@ pub fn ready() -> u32 {
         .split_whitespace()
         .any(|w| w == "preemptor.snapshot");
     let mut seed = 0u32;
-    // SAFETY: ioperm grants this thread the one port; `out`/`in` touch
-    // nothing else.
+    // SAFETY: ioperm grants this thread the port, 4 bytes wide for the
+    // 32-bit seed read; `out`/`in` touch nothing else.
     unsafe {
         if libc::ioperm(SNAPSHOT_PORT as libc::c_ulong, 4, 1) != 0 {
             eprintln!("ready: ioperm: {}", std::io::Error::last_os_error());

@@ -88,9 +88,9 @@ pub fn main() {
 
     // The writer and every exiting thread are spawned and parked before
     // the snapshot point, so a restored run is all exits (a thread spawn
-    // costs tens of ms of emulated kernel work here). The
-    // writer is parked too: running, it shares CPU b with this thread and
-    // delayed a restored run's start by ~200 ms.
+    // costs tens of ms of emulated kernel work here). The writer is parked
+    // too: running, it shares CPU b with this thread and delayed a restored
+    // run's start by ~200 ms.
     let rounds: Vec<Round> = (0..iters).map(|_| Round::spawn(threads, cpu_a)).collect();
     let mut rng = Rng::new(crate::ready() as u64);
     let _ = go.send(());
