@@ -138,7 +138,7 @@ pub fn run(
     execute(None, cfg, profile, handler, false).map(|(o, _)| o)
 }
 
-/// Boot until the guest init's snapshot point (its command line must
+/// Boot until the workload's snapshot point (its command line must
 /// carry `preemptor.snapshot`) and save the machine there.
 pub fn take_snapshot(cfg: &BootConfig, profile: &HostProfile) -> Result<Snapshot, Error> {
     let (o, snap) = execute(None, cfg, profile, None, true)?;

@@ -19,7 +19,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 pub enum End {
     /// i8042 reset: the guest restarted (init's end, or `panic=-1`).
     Reset,
-    /// The guest init reached its snapshot point and a snapshot was wanted.
+    /// The guest workload reached its snapshot point and a snapshot was wanted.
     SnapshotPoint,
     /// KVM_EXIT_SHUTDOWN: triple fault.
     TripleFault { vcpu: usize },

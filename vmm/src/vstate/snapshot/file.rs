@@ -11,7 +11,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use vm_superio::serial::SerialState;
 
-const MAGIC: &[u8] = b"preemptor-snapshot v2\n";
+const MAGIC: &[u8] = b"preemptor-snapshot v3\n";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -85,14 +85,25 @@ impl SnapshotKey {
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Header {
+#[derive(Serialize)]
+struct Header<'a> {
+    key: &'a SnapshotKey,
+    mem_mib: u64,
+    machine: &'a Machine,
+    #[serde(with = "serial")]
+    serial: &'a SerialState,
+    /// Indices of the non-zero 4 KiB pages that follow, in order.
+    pages: Vec<u32>,
+}
+
+/// [`Header`], as read back.
+#[derive(Deserialize)]
+struct OwnedHeader {
     key: SnapshotKey,
     mem_mib: u64,
     machine: Machine,
     #[serde(with = "serial")]
     serial: SerialState,
-    /// Indices of the non-zero 4 KiB pages that follow, in order.
     pages: Vec<u32>,
 }
 
@@ -108,10 +119,10 @@ pub fn save(path: &Path, snap: &Snapshot, key: &SnapshotKey) -> Result<(), Error
         .map(|(i, _)| i as u32)
         .collect();
     let header = Header {
-        key: key.clone(),
+        key,
         mem_mib: snap.mem_mib,
-        machine: snap.machine.clone(),
-        serial: snap.serial.clone(),
+        machine: &snap.machine,
+        serial: &snap.serial,
         pages,
     };
     let json = serde_json::to_vec(&header).map_err(|e| io(e.into()))?;
@@ -152,7 +163,7 @@ pub fn load(path: &Path, want: &SnapshotKey) -> Result<Snapshot, Error> {
     let mut json = vec![0u8; len as usize];
     r.read_exact(&mut json)
         .map_err(|_| bad("truncated header"))?;
-    let h: Header = serde_json::from_slice(&json).map_err(|e| bad(&format!("bad header: {e}")))?;
+    let h: OwnedHeader = serde_json::from_slice(&json).map_err(|e| bad(&format!("bad header: {e}")))?;
     if let Some(why) = h.key.mismatch(want) {
         return Err(Error::Mismatch(path.to_path_buf(), why));
     }
@@ -244,7 +255,7 @@ mod serial {
         rx: Vec<u8>,
     }
 
-    pub fn serialize<S: Serializer>(u: &SerialState, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(u: &&SerialState, s: S) -> Result<S::Ok, S::Error> {
         Uart {
             dll: u.baud_divisor_low,
             dlh: u.baud_divisor_high,

@@ -1,15 +1,16 @@
 //! Boot once, restore per run. A snapshot is the whole machine at the guest
-//! init's snapshot point (port 0x501, just before the workload starts):
-//! guest RAM, each vCPU's registers, special registers, FPU, the MSRs a
-//! kernel depends on, LAPIC, MP state, pending events, debug registers; the
-//! in-kernel PIC/IOAPIC, PIT and clock; the console UART.
+//! workload's snapshot point (its `ready()`: a write to port 0x501): guest
+//! RAM, each vCPU's registers, special registers, FPU/XSAVE/XCR0, the MSRs
+//! a kernel depends on, LAPIC, MP state, pending events, debug registers;
+//! the in-kernel PIC/IOAPIC, PIT and clock; the console UART.
 //! Each run gets a fresh VM (same vCPU count and memory size), so no KVM
 //! state (shadow page tables, LAPIC internals) leaks from one run to the
 //! next; guest memory is kept and only the pages the previous run dirtied
 //! (KVM_GET_DIRTY_LOG) are copied back, see [`Restorer`].
 use kvm_bindings::{
     kvm_clock_data, kvm_debugregs, kvm_fpu, kvm_irqchip, kvm_lapic_state, kvm_mp_state,
-    kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, Msrs,
+    kvm_msr_entry, kvm_pit_state2, kvm_regs, kvm_sregs, kvm_vcpu_events, kvm_xcrs, kvm_xsave,
+    Msrs,
 };
 pub mod file;
 
@@ -69,12 +70,18 @@ const MSRS: [u32; 16] = [
 
 const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 pub struct VcpuState {
     regs: kvm_regs,
     sregs: kvm_sregs,
     #[serde(with = "file::fpu")]
     fpu: kvm_fpu,
+    /// XSAVE state and XCR0, where the host has them: KVM_GET_FPU lacks
+    /// the AVX upper halves, and a fresh vCPU's XCR0 (x87 only) would make
+    /// the restored guest's AVX instructions fault. On kvm_pvm the guest
+    /// runs with `noxsave`.
+    xsave: Option<kvm_xsave>,
+    xcrs: Option<kvm_xcrs>,
     msrs: Vec<kvm_msr_entry>,
     lapic: kvm_lapic_state,
     mp_state: kvm_mp_state,
@@ -82,7 +89,6 @@ pub struct VcpuState {
     debugregs: kvm_debugregs,
 }
 
-#[derive(Clone)]
 pub struct Snapshot {
     pub memory: Vec<u8>,
     pub mem_mib: u64,
@@ -91,7 +97,7 @@ pub struct Snapshot {
 }
 
 /// Everything but memory and the UART.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Machine {
     vcpus: Vec<VcpuState>,
     irqchips: Vec<kvm_irqchip>,
@@ -124,6 +130,8 @@ impl Snapshot {
                 regs: v.get_regs().map_err(kvm("get regs"))?,
                 sregs: v.get_sregs().map_err(kvm("get sregs"))?,
                 fpu: v.get_fpu().map_err(kvm("get FPU"))?,
+                xsave: v.get_xsave().ok(),
+                xcrs: v.get_xcrs().ok(),
                 msrs: msrs.as_slice()[..n].to_vec(),
                 lapic: v.get_lapic().map_err(kvm("get LAPIC"))?,
                 mp_state: v.get_mp_state().map_err(kvm("get MP state"))?,
@@ -215,6 +223,13 @@ impl Snapshot {
         for (v, s) in vcpus.iter().zip(&self.machine.vcpus) {
             v.set_regs(&s.regs).map_err(kvm("set regs"))?;
             v.set_fpu(&s.fpu).map_err(kvm("set FPU"))?;
+            if let Some(x) = &s.xsave {
+                // SAFETY: a whole kvm_xsave, as KVM_GET_XSAVE filled it.
+                unsafe { v.set_xsave(x) }.map_err(kvm("set XSAVE"))?;
+            }
+            if let Some(x) = &s.xcrs {
+                v.set_xcrs(x).map_err(kvm("set XCRs"))?;
+            }
             v.set_sregs(&s.sregs).map_err(kvm("set sregs"))?;
             let set_msr = |e: &kvm_msr_entry| {
                 let one = Msrs::from_entries(std::slice::from_ref(e)).expect("fits");
