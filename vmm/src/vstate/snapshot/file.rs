@@ -163,7 +163,8 @@ pub fn load(path: &Path, want: &SnapshotKey) -> Result<Snapshot, Error> {
     let mut json = vec![0u8; len as usize];
     r.read_exact(&mut json)
         .map_err(|_| bad("truncated header"))?;
-    let h: OwnedHeader = serde_json::from_slice(&json).map_err(|e| bad(&format!("bad header: {e}")))?;
+    let h: OwnedHeader =
+        serde_json::from_slice(&json).map_err(|e| bad(&format!("bad header: {e}")))?;
     if let Some(why) = h.key.mismatch(want) {
         return Err(Error::Mismatch(path.to_path_buf(), why));
     }
