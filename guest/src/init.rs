@@ -7,9 +7,10 @@
 //! Markers (one line each, prefix `@@preemptor`):
 //!   ready cpus=N          - booted, N CPUs online, workload about to start
 //!   start workload=NAME args=A,B
-//! The workload itself calls [`crate::ready`] once set up: the snapshot
-//! point, and its seed.
 //!   end workload=NAME status=S   (S: exit code, or 128+signal)
+//!
+//! The snapshot point is not init's: the workload calls [`crate::ready`]
+//! once set up, which also hands it the run's seed.
 use crate::mark;
 use std::ffi::CString;
 use std::os::unix::process::ExitStatusExt;
