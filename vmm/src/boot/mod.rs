@@ -241,17 +241,7 @@ fn execute(
             (vm, None)
         }
         Some(r) => {
-            let s = &r.snapshot;
-            if (s.vcpus(), s.mem_mib) != (cfg.vm.vcpus, cfg.vm.mem_mib) {
-                return Err(crate::vstate::snapshot::Error::Shape(
-                    s.vcpus(),
-                    s.mem_mib,
-                    cfg.vm.vcpus,
-                    cfg.vm.mem_mib,
-                )
-                .into());
-            }
-            let (vm, stats) = r.vm()?;
+            let (vm, stats) = r.vm(&cfg.vm)?;
             (vm, Some(stats))
         }
     };

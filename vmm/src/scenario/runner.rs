@@ -220,11 +220,11 @@ impl Prepared {
     }
 
     fn load_or_take(&self) -> Result<Snapshot, Error> {
-        let key = match &self.snapshot_file {
-            Some(_) => Some(boot::snapshot_key(&self.boot)?),
+        let kept = match &self.snapshot_file {
+            Some(path) => Some((path, boot::snapshot_key(&self.boot)?)),
             None => None,
         };
-        if let (Some(path), Some(key)) = (&self.snapshot_file, &key) {
+        if let Some((path, key)) = &kept {
             if path.exists() {
                 let s = file::load(path, key).map_err(|e| Error::Other(e.to_string()))?;
                 eprintln!("preemptor: snapshot loaded from {}", path.display());
@@ -245,7 +245,7 @@ impl Prepared {
             "preemptor: snapshot taken at the workload's ready point after {:.1} s of boot",
             t.elapsed().as_secs_f64()
         );
-        if let (Some(path), Some(key)) = (&self.snapshot_file, &key) {
+        if let Some((path, key)) = &kept {
             file::save(path, &s, key).map_err(|e| Error::Other(e.to_string()))?;
             eprintln!("preemptor: snapshot saved to {}", path.display());
         }

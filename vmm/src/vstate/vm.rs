@@ -39,6 +39,12 @@ pub struct Vm {
     pub vcpus: Vec<VcpuFd>,
 }
 
+/// Zeroed guest RAM of `mem_mib` MiB at guest address 0.
+pub fn guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, Error> {
+    GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), (mem_mib << 20) as usize)])
+        .map_err(|e| Error::Memory(mem_mib, e.to_string()))
+}
+
 impl Vm {
     /// A VM with fresh, zeroed guest memory.
     pub fn new(cfg: &VmConfig) -> Result<Self, Error> {
@@ -87,8 +93,7 @@ impl Vm {
                     cfg.mem_mib
                 )))
             }
-            None => GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size as usize)])
-                .map_err(|e| Error::Memory(cfg.mem_mib, e.to_string()))?,
+            None => guest_memory(cfg.mem_mib)?,
         };
         for (slot, region) in mem.iter().enumerate() {
             let r = kvm_userspace_memory_region {

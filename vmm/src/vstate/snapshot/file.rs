@@ -322,17 +322,7 @@ mod tests {
         let k = key();
         let mut memory = vec![0u8; 64 << 20];
         memory[PAGE * 3 + 7] = 0xab;
-        let snap = Snapshot {
-            memory,
-            mem_mib: 64,
-            machine: Machine {
-                vcpus: Vec::new(),
-                irqchips: Vec::new(),
-                pit: Default::default(),
-                clock: Default::default(),
-            },
-            serial: SerialState::default(),
-        };
+        let snap = Snapshot::of_memory(memory);
         let mut k1 = k.clone();
         k1.vcpus = 0;
         let dir = std::env::temp_dir().join(format!("preemptor-snap-{}", std::process::id()));

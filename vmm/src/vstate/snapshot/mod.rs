@@ -195,16 +195,9 @@ impl Snapshot {
         Ok(pages)
     }
 
-    /// Everything but memory: irqchip, PIT, clock, each vCPU.
-    pub fn restore_state(&self, vm: &VmFd, vcpus: &[VcpuFd]) -> Result<(), Error> {
-        if vcpus.len() != self.machine.vcpus.len() {
-            return Err(Error::Shape(
-                self.machine.vcpus.len(),
-                self.mem_mib,
-                vcpus.len(),
-                self.mem_mib,
-            ));
-        }
+    /// Everything but memory: irqchip, PIT, clock, each vCPU (the VM has
+    /// the snapshot's shape, see [`Restorer::vm`]).
+    fn restore_state(&self, vm: &VmFd, vcpus: &[VcpuFd]) -> Result<(), Error> {
         for c in &self.machine.irqchips {
             vm.set_irqchip(c).map_err(kvm("set irqchip"))?;
         }
@@ -281,28 +274,23 @@ impl Restorer {
         }
     }
 
-    /// A fresh VM holding the snapshot's machine.
-    pub fn vm(&self) -> Result<(Vm, RestoreStats), Error> {
+    /// A fresh VM of shape `cfg` holding the snapshot's machine; the
+    /// snapshot must have that shape.
+    pub fn vm(&self, cfg: &VmConfig) -> Result<(Vm, RestoreStats), Error> {
         let start = Instant::now();
         let s = &self.snapshot;
-        let cfg = VmConfig {
-            vcpus: s.vcpus(),
-            mem_mib: s.mem_mib,
-        };
+        if (s.vcpus(), s.mem_mib) != (cfg.vcpus, cfg.mem_mib) {
+            return Err(Error::Shape(s.vcpus(), s.mem_mib, cfg.vcpus, cfg.mem_mib));
+        }
         let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (mem, dirty) = match spare {
             Some((mem, dirty)) => (mem, Some(dirty)),
-            None => {
-                let size = (s.mem_mib << 20) as usize;
-                let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), size)])
-                    .map_err(|e| vm::Error::Memory(s.mem_mib, e.to_string()))?;
-                (mem, None)
-            }
+            None => (vm::guest_memory(s.mem_mib)?, None),
         };
         let t = Instant::now();
         let pages = s.restore_memory(&mem, dirty.as_deref())?;
         let memory = t.elapsed();
-        let vm = Vm::with_memory(&cfg, mem)?;
+        let vm = Vm::with_memory(cfg, mem)?;
         s.restore_state(&vm.fd, &vm.vcpus)?;
         Ok((
             vm,
@@ -349,6 +337,24 @@ impl Restorer {
 }
 
 #[cfg(test)]
+impl Snapshot {
+    /// A snapshot of `memory` and no vCPUs, for tests of the pure parts.
+    pub(super) fn of_memory(memory: Vec<u8>) -> Self {
+        Self {
+            mem_mib: (memory.len() >> 20) as u64,
+            memory,
+            machine: Machine {
+                vcpus: Vec::new(),
+                irqchips: Vec::new(),
+                pit: Default::default(),
+                clock: Default::default(),
+            },
+            serial: SerialState::default(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -359,17 +365,7 @@ mod tests {
             .iter_mut()
             .enumerate()
             .for_each(|(i, b)| *b = (i / PAGE) as u8);
-        let snap = Snapshot {
-            memory,
-            mem_mib: 1,
-            machine: Machine {
-                vcpus: Vec::new(),
-                irqchips: Vec::new(),
-                pit: Default::default(),
-                clock: Default::default(),
-            },
-            serial: SerialState::default(),
-        };
+        let snap = Snapshot::of_memory(memory);
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         assert_eq!(snap.restore_memory(&mem, None).unwrap(), 256);
         // A run scribbles over pages 3, 64 and 255; the log says so.
