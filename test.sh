@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every test, on a fresh machine: checks formatting, installs what the guest build needs (apt),
-# builds the guest programs and both kernels (cached under
+# Every test, on a fresh machine: checks formatting, installs what the
+# guest build needs (apt), builds the guest programs and both kernels (cached under
 # ${PREEMPTOR_CACHE:-~/.cache/preemptor}), the VMM, then runs the unit,
 # classifier-corpus, symbol and end-to-end tests (real KVM, real guests;
 # one at a time: the host has few cores and boots are expensive).
