@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build everything the guest needs:
 #   - the static guest programs (init, workloads) into target/guest/;
-#   - both kernel variants (guest/kernel/build.sh, cached by input hash).
+#   - the base kernel (guest/kernel/build.sh, cached by input hash); each
+#     scenario's variants are built from it when first needed.
 # The VMM packs the initramfs from the programs at run time.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,4 +13,4 @@ root=$(dirname "$here")
 RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols -C opt-level=s" cargo build --quiet --release \
     -p preemptor-guest --target x86_64-unknown-linux-gnu \
     --manifest-path "$root/Cargo.toml" --target-dir "$root/target/guest"
-bash "$here/kernel/build.sh"
+bash "$here/kernel/build.sh" >/dev/null

@@ -1,44 +1,82 @@
 #!/usr/bin/env bash
-# Build preemptor's two guest kernels from Debian's linux-source-6.1:
-#   fixed    - the source as shipped, plus the host-compat patch;
-#   reverted - the same tree plus patches/revert-do-exit-fix.patch,
-#              built incrementally right after `fixed`.
-# Output (cached, keyed by a hash of package version, fragment, patches and
-# this script): $PREEMPTOR_CACHE/kernels/<key>/{fixed,reverted}/
-#   {vmlinux,bzImage,System.map,config}
+# Build a preemptor guest kernel: a base, optionally plus patches and config
+# fragments (a scenario's kernel variant).
 #
-# Usage: build.sh            build if needed, then print "<variant> <dir>"
-#        build.sh --paths    print the paths if built, else exit 3 (no work)
+#   base     Debian's linux-source-6.1 + config.fragment (over tinyconfig)
+#            + patches/host-compat-kvm-pvm.patch; a full build.
+#   variant  the base's build tree + the variant's patches and fragments,
+#            built incrementally; the tree is put back to the base after.
+#
+# Every output is cached by a hash of exactly its inputs:
+#   $PREEMPTOR_CACHE/kernels/<key>/{vmlinux,bzImage,System.map,config,inputs}
+# where a variant's key hashes the base key and the contents (not the
+# names) of its patches and fragments, in order: a second scenario with the
+# same variant reuses it, and a variant with neither is the base itself.
+# One build tree per base is kept (the newest base key): it is what makes a
+# variant an incremental build.
+#
+# Usage: build.sh [--paths] [--base debian:6.1] [--patch FILE]... [--config FILE]...
+#   prints the kernel's directory on stdout.
+#   --paths   print it only if built, else exit 3 (no work, no apt).
+# Exit status: 0 built; 2 bad input: one line "error: ..." on stdout (a
+# patch that does not apply, a setting that does not stick, a missing file,
+# a variant that does not compile); 1 anything else; 3 see --paths.
+# Progress and compiler output go to stderr.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${PREEMPTOR_CACHE:-$HOME/.cache/preemptor}
-pkg=linux-source-6.1
-deps=(linux-source-6.1 gcc make bc flex bison libelf-dev libssl-dev xz-utils patch python3)
 
 log() { echo "guest/kernel/build.sh: $*" >&2; }
+# Bad input: the caller (preemptor) names the scenario file around this line.
+fail() { echo "error: $*"; exit 2; }
+
+paths_only=0
+base=debian:6.1
+patches=()
+configs=()
+while (($#)); do
+    case $1 in
+        --paths) paths_only=1 ;;
+        --base) base=${2:?--base needs a value}; shift ;;
+        --patch) patches+=("$(realpath -e "${2:?--patch needs a file}" 2>/dev/null)") || fail "patch $2: no such file"; shift ;;
+        --config) configs+=("$(realpath -e "${2:?--config needs a file}" 2>/dev/null)") || fail "config fragment $2: no such file"; shift ;;
+        *) fail "unknown argument '$1'" ;;
+    esac
+    shift
+done
+
+case $base in
+    debian:6.1) pkg=linux-source-6.1 ;;
+    *) fail "unknown kernel base '$base' (known: debian:6.1)" ;;
+esac
+deps=("$pkg" gcc make bc flex bison libelf-dev libssl-dev xz-utils patch python3)
+fragment=$here/config.fragment
+compat=$here/patches/host-compat-kvm-pvm.patch
 
 pkg_version() { dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true; }
 
-key_of() {
+base_key() {
+    { echo "$base $pkg $(pkg_version)"; cat "$fragment" "$compat" "$here/build.sh"; } | sha256sum | cut -c1-16
+}
+
+# The variant's key: the base's when it adds nothing.
+variant_key() {
+    ((${#patches[@]} + ${#configs[@]})) || { echo "$1"; return; }
     {
-        echo "$pkg $(pkg_version)"
-        cat "$here/config.fragment" "$here/build.sh"
-        for p in "$here"/patches/*.patch; do echo "== $(basename "$p")"; cat "$p"; done
+        echo "base $1"
+        for p in "${patches[@]}"; do echo "== patch"; cat "$p"; done
+        for c in "${configs[@]}"; do echo "== config"; cat "$c"; done
     } | sha256sum | cut -c1-16
 }
 
-print_paths() {
-    echo "fixed $1/fixed"
-    echo "reverted $1/reverted"
-}
+built() { [[ -f $1/vmlinux && -f $1/bzImage ]]; }
 
-if [[ "${1:-}" == "--paths" ]]; then
+if ((paths_only)); then
     [[ -n "$(pkg_version)" ]] || { log "$pkg is not installed; run guest/kernel/build.sh"; exit 3; }
-    out=$cache/kernels/$(key_of)
-    [[ -f $out/fixed/vmlinux && -f $out/reverted/vmlinux ]] || {
-        log "kernels not built for these inputs ($out); run guest/kernel/build.sh"; exit 3; }
-    print_paths "$out"
+    out=$cache/kernels/$(variant_key "$(base_key)")
+    built "$out" || { log "kernel not built for these inputs ($out)"; exit 3; }
+    echo "$out"
     exit 0
 fi
 
@@ -51,61 +89,119 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-# One build at a time per cache (CI, tests and a user may race here).
-mkdir -p "$cache"
+# One build at a time per cache (CI, tests and users may race here).
+mkdir -p "$cache/kernels"
 exec 9>"$cache/.build.lock"
 flock 9
 
-key=$(key_of)
-out=$cache/kernels/$key
-if [[ -f $out/fixed/vmlinux && -f $out/reverted/vmlinux ]]; then
-    print_paths "$out"
-    exit 0
-fi
+bkey=$(base_key)
+vkey=$(variant_key "$bkey")
+bout=$cache/kernels/$bkey
+vout=$cache/kernels/$vkey
+if built "$vout"; then echo "$vout"; exit 0; fi
 
-log "building kernels $key ($pkg $(pkg_version)) under $cache"
-mkdir -p "$cache/build"
-# Only the newest build tree is kept: it is several GB with DWARF.
-find "$cache/build" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} +
-work=$cache/build/$key
-rm -rf "$work"; mkdir -p "$work"
-tar -xf /usr/src/$pkg.tar.xz -C "$work"
-src=$work/$pkg
-cd "$src"
-patch -p1 -s < "$here/patches/host-compat-kvm-pvm.patch"
-
+tree=$cache/trees/${base/:/-}
+src=$tree/$pkg
+state=$tree/.preemptor        # applied/ (patches now in the tree), base.config
 mk() { make -s ARCH=x86_64 -j"$(nproc)" "$@"; }
-mk tinyconfig >/dev/null
-scripts/kconfig/merge_config.sh -m -O . .config "$here/config.fragment" >/dev/null
-mk olddefconfig >/dev/null
-# Every setting of the fragment must have survived olddefconfig.
-bad=0
-while IFS= read -r line; do
-    if [[ $line =~ ^(CONFIG_[A-Z0-9_]+)=(.*)$ ]]; then
-        grep -qx "$line" .config || { log "fragment: $line did not stick ($(grep "^${BASH_REMATCH[1]}=" .config || echo unset))"; bad=1; }
-    elif [[ $line =~ ^#\ (CONFIG_[A-Z0-9_]+)\ is\ not\ set$ ]]; then
-        grep -q "^${BASH_REMATCH[1]}=" .config && { log "fragment: ${BASH_REMATCH[1]} should be unset"; bad=1; }
-    fi
-done < "$here/config.fragment"
-((bad == 0)) || exit 1
 
-install_variant() {
-    local dst=$out.tmp/$1
-    mkdir -p "$dst"
-    cp vmlinux "$dst/vmlinux"
-    cp arch/x86/boot/bzImage "$dst/bzImage"
-    cp System.map "$dst/System.map"
-    cp .config "$dst/config"
+# Every CONFIG_ line of fragment $1 must have survived olddefconfig.
+check_fragment() {
+    local line
+    while IFS= read -r line; do
+        if [[ $line =~ ^(CONFIG_[A-Z0-9_]+)=(.*)$ ]]; then
+            grep -qx "$line" .config ||
+                fail "config fragment $1: $line did not stick (now: $(grep "^${BASH_REMATCH[1]}=" .config || echo unset))"
+        elif [[ $line =~ ^#\ (CONFIG_[A-Z0-9_]+)\ is\ not\ set$ ]]; then
+            ! grep -q "^${BASH_REMATCH[1]}=" .config ||
+                fail "config fragment $1: ${BASH_REMATCH[1]} should be unset (now: $(grep "^${BASH_REMATCH[1]}=" .config))"
+        fi
+    done < "$1"
 }
 
-rm -rf "$out.tmp"
-log "fixed: full build"
-time mk vmlinux bzImage >&2
-install_variant fixed
-log "reverted: incremental build"
-patch -p1 -s < "$here/patches/revert-do-exit-fix.patch"
-time mk vmlinux bzImage >&2
-install_variant reverted
-cmp -s "$out.tmp/fixed/config" "$out.tmp/reverted/config" || { log "configs of the variants differ"; exit 1; }
-rm -rf "$out"; mv "$out.tmp" "$out"
-print_paths "$out"
+install_to() {
+    rm -rf "$1.tmp"; mkdir -p "$1.tmp"
+    cp vmlinux arch/x86/boot/bzImage System.map "$1.tmp/"
+    cp .config "$1.tmp/config"
+    { echo "base $base ($pkg $(pkg_version)) key $bkey"
+      for p in "${patches[@]}"; do echo "patch $p"; done
+      for c in "${configs[@]}"; do echo "config $c"; done; } > "$1.tmp/inputs"
+    rm -rf "$1"; mv "$1.tmp" "$1"
+}
+
+# Put the tree back to the base: reverse the patches a variant build left
+# applied (also after a failed or killed build), restore the base config.
+restore_tree() {
+    local p
+    if [[ -d $state/applied ]]; then
+        for p in $(ls -r "$state/applied"); do
+            patch -p1 -R -s -f --no-backup-if-mismatch -r - < "$state/applied/$p" >/dev/null 2>&1 || return 1
+            rm "$state/applied/$p"
+        done
+    fi
+    cp "$state/base.config" .config
+}
+
+fresh_tree() {
+    log "base $base: unpacking $pkg $(pkg_version) into $tree"
+    rm -rf "$tree"; mkdir -p "$tree"
+    tar -xf "/usr/src/$pkg.tar.xz" -C "$tree"
+    cd "$src"
+    patch -p1 -s < "$compat"
+    mk tinyconfig >/dev/null
+    scripts/kconfig/merge_config.sh -m -O . .config "$fragment" >/dev/null 2>&1
+    mk olddefconfig >/dev/null
+    check_fragment "$fragment"
+    mkdir -p "$state/applied"
+    cp .config "$state/base.config"
+    echo "$bkey" > "$state/key"
+}
+
+if [[ $(cat "$state/key" 2>/dev/null) != "$bkey" ]]; then
+    fresh_tree
+else
+    cd "$src"
+    restore_tree || { log "could not put the tree back to the base; unpacking again"; fresh_tree; }
+fi
+
+if ! built "$bout"; then
+    log "base $base ($bkey): full build"
+    t0=$SECONDS
+    mk vmlinux bzImage >&2 || { echo "error: base kernel build failed (compiler output above)"; exit 1; }
+    install_to "$bout"
+    log "base built in $((SECONDS - t0)) s: $bout"
+fi
+if built "$vout"; then echo "$vout"; exit 0; fi
+
+# The variant: patches first (each checked with --dry-run, so a patch that
+# does not apply leaves nothing behind), then fragments.
+i=0
+for p in "${patches[@]}"; do
+    if ! msg=$(patch -p1 --dry-run -f -N --no-backup-if-mismatch -r - < "$p" 2>&1); then
+        restore_tree   # the patches before this one
+        file=$(grep -m1 -oP '^(checking|patching) file \K.*' <<< "$msg" || true)
+        why=$(grep -m1 -E 'FAILED|can.t find file|Reversed|garbage|malformed|unexpected' <<< "$msg" || echo "${msg%%$'\n'*}")
+        why=${why%.}
+        fail "patch $p does not apply to $base: ${why,}${file:+ ($file)}"
+    fi
+    i=$((i + 1))
+    cp "$p" "$state/applied/$(printf %03d $i).patch"
+    patch -p1 -s -f -N --no-backup-if-mismatch -r - < "$p" >&2
+done
+if ((${#configs[@]})); then
+    scripts/kconfig/merge_config.sh -m -O . .config "${configs[@]}" >/dev/null 2>&1
+    mk olddefconfig >/dev/null
+    # A failure leaves the tree as it is: the next build puts it back first.
+    for c in "${configs[@]}"; do check_fragment "$c"; done
+fi
+
+log "variant $vkey: incremental build over base $bkey (${#patches[@]} patches, ${#configs[@]} fragments)"
+t0=$SECONDS
+if ! mk vmlinux bzImage >&2; then
+    restore_tree
+    fail "the variant does not build (${#patches[@]} patches, ${#configs[@]} fragments over $base; compiler output above)"
+fi
+install_to "$vout"
+log "variant built in $((SECONDS - t0)) s: $vout"
+restore_tree
+echo "$vout"

@@ -1,6 +1,7 @@
-//! PID 1 of the preemptor guest (`/init`). Mounts proc/sys/devtmpfs, runs the workload
-//! named on the kernel command line (`preemptor.workload=NAME`,
-//! `preemptor.args=a,b,c`), brackets it with markers the VMM parses, then
+//! PID 1 of the preemptor guest (`/init`). Mounts proc/sys/devtmpfs, runs
+//! the program whose argv the VMM packed into the initramfs
+//! (`/preemptor/argv`, NUL-separated: `/bin/<workload>` or `/prog/<name>`,
+//! then its arguments), brackets it with markers the VMM parses, then
 //! restarts the machine: with `reboot=k` that is an i8042 reset the VMM
 //! sees as a clean end.
 //!
@@ -9,8 +10,11 @@
 //!   start workload=NAME args=A,B
 //!   end workload=NAME status=S   (S: exit code, or 128+signal)
 //!
-//! The snapshot point is not init's: the workload calls [`crate::ready`]
-//! once set up, which also hands it the run's seed.
+//! The snapshot point is the program's: it calls [`crate::ready`] (C:
+//! `preemptor_ready()`) once set up, which also hands it the run's seed.
+//! For a program that does not (`preemptor.snapshot=start` on the command
+//! line), init takes that place just before it starts the program. Either
+//! way the program finds the run's seed in `PREEMPTOR_SEED`.
 use crate::mark;
 use std::ffi::CString;
 use std::os::unix::process::ExitStatusExt;
@@ -58,15 +62,19 @@ pub fn main() {
     mount("devtmpfs", "/dev", "devtmpfs");
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let workload = cmdline_param(&cmdline, "preemptor.workload").unwrap_or_else(|| "hello".into());
-    let args: Vec<String> = cmdline_param(&cmdline, "preemptor.args")
-        .map(|a| {
-            a.split(',')
+    let argv: Vec<String> = std::fs::read("/preemptor/argv")
+        .map(|b| {
+            b.split(|&c| c == 0)
                 .filter(|s| !s.is_empty())
-                .map(str::to_string)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
                 .collect()
         })
         .unwrap_or_default();
+    let (path, args) = match argv.split_first() {
+        Some((p, a)) => (p.clone(), a.to_vec()),
+        None => ("/bin/hello".to_string(), vec![]),
+    };
+    let workload = path.rsplit('/').next().unwrap_or(&path).to_string();
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -76,13 +84,16 @@ pub fn main() {
         "start workload={workload} args={}",
         args.join(",")
     ));
-    let status = match std::process::Command::new(format!("/bin/{workload}"))
+    let at_start = cmdline_param(&cmdline, "preemptor.snapshot").as_deref() == Some("start");
+    let seed = crate::snapshot_point(at_start);
+    let status = match std::process::Command::new(&path)
         .args(&args)
+        .env("PREEMPTOR_SEED", seed.to_string())
         .status()
     {
         Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
         Err(e) => {
-            eprintln!("init: cannot run /bin/{workload}: {e}");
+            eprintln!("init: cannot run {path}: {e}");
             127
         }
     };

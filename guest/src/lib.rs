@@ -40,9 +40,17 @@ const SNAPSHOT_PORT: u16 = 0x501;
 /// so each restored run gets its own. The VMM notes the read in its log.
 pub fn ready() -> u32 {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    // `preemptor.snapshot=start`: init took the snapshot before starting us.
     let snapshot = cmdline
         .split_whitespace()
         .any(|w| w == "preemptor.snapshot");
+    snapshot_point(snapshot)
+}
+
+/// Write the snapshot port if `snapshot` (the VMM stops there when it is
+/// taking a snapshot, and ignores the write otherwise), then read the
+/// run's seed from it.
+pub fn snapshot_point(snapshot: bool) -> u32 {
     let mut seed = 0u32;
     // SAFETY: ioperm grants this thread the port, 4 bytes wide for the
     // 32-bit seed read; `out`/`in` touch nothing else.

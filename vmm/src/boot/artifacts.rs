@@ -13,10 +13,17 @@ pub enum Error {
     NotAKernel(PathBuf),
     #[error("cannot read '{0}': {1}")]
     Read(PathBuf, std::io::Error),
-    #[error("kernel '{0}' is not built: run guest/kernel/build.sh ({1})")]
-    NotBuilt(String, String),
+    #[error("kernel is not built ({0})")]
+    NotBuilt(String),
+    /// A patch that does not apply, a setting that does not stick...
+    #[error("{0}")]
+    KernelInput(String),
+    #[error("kernel build failed: {0}")]
+    Build(String),
     #[error("guest program '{0}' not found: run guest/build.sh")]
     GuestProgramMissing(PathBuf),
+    #[error("unknown workload '{0}' (built in: {1}); a program of your own is `program = \"repro.c\"`")]
+    UnknownWorkload(String, String),
     #[error("cannot pack the initramfs: {0}")]
     Cpio(std::io::Error),
 }
@@ -54,13 +61,97 @@ pub fn guest_bin_dir() -> PathBuf {
         })
 }
 
-/// `fixed` / `reverted` name the variants of `guest/kernel/build.sh`;
-/// anything else is a path.
+/// Where expensive artefacts live (kernels, build trees, compiled programs):
+/// `PREEMPTOR_CACHE`, else `~/.cache/preemptor`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("PREEMPTOR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+            Path::new(&home).join(".cache/preemptor")
+        })
+}
+
+/// A kernel to build: a base (`debian:6.1`) plus patches and config
+/// fragments, applied in order (`guest/kernel/build.sh`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelSpec {
+    pub base: String,
+    pub patches: Vec<PathBuf>,
+    pub configs: Vec<PathBuf>,
+}
+
+impl KernelSpec {
+    pub fn base(base: &str) -> Self {
+        Self {
+            base: base.into(),
+            ..Default::default()
+        }
+    }
+
+    fn script_args(&self) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> = vec!["--base".into(), self.base.clone().into()];
+        for p in &self.patches {
+            a.push("--patch".into());
+            a.push(p.into());
+        }
+        for c in &self.configs {
+            a.push("--config".into());
+            a.push(c.into());
+        }
+        a
+    }
+
+    /// The built kernel's directory, building it first if `build` (the
+    /// base once, then the variant incrementally; progress on stderr).
+    pub fn dir(&self, build: bool) -> Result<PathBuf, Error> {
+        let script = guest_dir().join("kernel/build.sh");
+        let mut cmd = Command::new("bash");
+        cmd.arg(&script).args(self.script_args());
+        if !build {
+            cmd.arg("--paths");
+        }
+        let out = cmd
+            .stderr(if build {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::piped()
+            })
+            .output()
+            .map_err(|e| Error::Build(format!("{}: {e}", script.display())))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if let Some(e) = stdout.lines().find_map(|l| l.strip_prefix("error: ")) {
+            return Err(if out.status.code() == Some(2) {
+                Error::KernelInput(e.to_string())
+            } else {
+                Error::Build(e.to_string())
+            });
+        }
+        match (out.status.code(), stdout.lines().last()) {
+            (Some(0), Some(dir)) => Ok(PathBuf::from(dir.trim())),
+            (Some(3), _) => Err(Error::NotBuilt(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            )),
+            (code, _) => Err(Error::Build(format!(
+                "{} exited with {code:?}",
+                script.display()
+            ))),
+        }
+    }
+
+    /// The built kernel (see [`KernelSpec::dir`]).
+    pub fn kernel(&self, build: bool) -> Result<Kernel, Error> {
+        resolve_kernel(&self.dir(build)?.join("vmlinux").display().to_string())
+    }
+}
+
+/// A path to a vmlinux or bzImage, or `base` (the base kernel, built if
+/// missing).
 pub fn resolve_kernel(spec: &str) -> Result<Kernel, Error> {
-    let path = match spec {
-        "fixed" | "reverted" => variant_dir(spec)?.join("vmlinux"),
-        p => PathBuf::from(p),
-    };
+    if spec == "base" {
+        return KernelSpec::base("debian:6.1").kernel(true);
+    }
+    let path = PathBuf::from(spec);
     if !path.exists() {
         return Err(Error::KernelMissing(path));
     }
@@ -74,31 +165,6 @@ pub fn resolve_kernel(spec: &str) -> Result<Kernel, Error> {
         format,
         vmlinux,
     })
-}
-
-fn variant_dir(name: &str) -> Result<PathBuf, Error> {
-    let script = guest_dir().join("kernel/build.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("--paths")
-        .output()
-        .map_err(|e| Error::NotBuilt(name.into(), e.to_string()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
-        .map(PathBuf::from)
-        .ok_or_else(|| {
-            let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            Error::NotBuilt(
-                name.into(),
-                if why.is_empty() {
-                    "no paths printed".into()
-                } else {
-                    why
-                },
-            )
-        })
 }
 
 fn sniff(path: &Path) -> Result<KernelFormat, Error> {
@@ -125,10 +191,56 @@ pub const WORKLOADS: &[&str] = &["hello", "exit-race"];
 /// The guest's multi-call binary, built by guest/build.sh.
 pub const GUEST_BINARY: &str = "preemptor-guest";
 
+/// What init runs, and what else the initramfs carries.
+#[derive(Debug, Clone, Default)]
+pub struct Payload {
+    /// The scenario's own program, at [`crate::boot::program::Program::guest_path`];
+    /// none for a built-in workload.
+    pub program: Option<super::program::Program>,
+    /// argv of what init runs: argv[0] is `/bin/<workload>` or the program's path.
+    pub argv: Vec<String>,
+    /// Extra files: (absolute guest path, contents).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl Payload {
+    /// A built-in workload of the guest binary with its arguments.
+    pub fn workload(name: &str, args: &[String]) -> Result<Self, Error> {
+        if !WORKLOADS.contains(&name) {
+            return Err(Error::UnknownWorkload(name.into(), WORKLOADS.join(", ")));
+        }
+        let mut argv = vec![format!("/bin/{name}")];
+        argv.extend(args.iter().cloned());
+        Ok(Self {
+            argv,
+            ..Default::default()
+        })
+    }
+
+    /// A program of the user's with its arguments.
+    pub fn program(p: super::program::Program, args: &[String]) -> Self {
+        let mut argv = vec![p.guest_path()];
+        argv.extend(args.iter().cloned());
+        Self {
+            program: Some(p),
+            argv,
+            files: vec![],
+        }
+    }
+
+    /// Whether what init runs has its own snapshot point.
+    pub fn calls_ready(&self) -> bool {
+        self.program.as_ref().is_none_or(|p| p.calls_ready)
+    }
+}
+
+/// Where init finds its argv (NUL-separated) in the initramfs.
+pub const ARGV_FILE: &str = "preemptor/argv";
+
 /// An uncompressed newc cpio: `/init` (the guest binary), `/bin/<workload>`
-/// symlinks to it, and the nodes the kernel needs before init mounts
-/// devtmpfs (`/dev/console`).
-pub fn build_initramfs(bin_dir: &Path) -> Result<Vec<u8>, Error> {
+/// symlinks to it, the nodes the kernel needs before init mounts devtmpfs
+/// (`/dev/console`), init's argv, and the payload's program and files.
+pub fn build_initramfs(bin_dir: &Path, payload: &Payload) -> Result<Vec<u8>, Error> {
     use cpio::newc::{Builder, ModeFileType};
     let src = bin_dir.join(GUEST_BINARY);
     let binary = std::fs::read(&src).map_err(|_| Error::GuestProgramMissing(src.clone()))?;
@@ -146,8 +258,32 @@ pub fn build_initramfs(bin_dir: &Path) -> Result<Vec<u8>, Error> {
             .set_mode_file_type(kind)
             .nlink(nlink)
     };
+    let mut files: Vec<(String, u32, Vec<u8>)> = vec![("init".into(), 0o755, binary)];
+    let argv: Vec<u8> = payload.argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    files.push((ARGV_FILE.into(), 0o644, argv));
+    if let Some(p) = &payload.program {
+        files.push((p.guest_path()[1..].to_string(), 0o755, p.bytes.clone()));
+    }
+    for (dst, data) in &payload.files {
+        files.push((dst.trim_start_matches('/').to_string(), 0o644, data.clone()));
+    }
+    // Every parent directory, once, before its files.
+    let mut dirs: Vec<String> = ["dev", "proc", "sys", "bin"].map(String::from).to_vec();
+    for (f, ..) in &files {
+        let mut d = Path::new(f).parent();
+        let mut chain = vec![];
+        while let Some(p) = d.filter(|p| !p.as_os_str().is_empty()) {
+            chain.push(p.display().to_string());
+            d = p.parent();
+        }
+        for c in chain.into_iter().rev() {
+            if !dirs.contains(&c) {
+                dirs.push(c);
+            }
+        }
+    }
     let mut entries: Vec<(Builder, Cursor<Vec<u8>>)> = Vec::new();
-    for d in ["dev", "proc", "sys", "bin"] {
+    for d in &dirs {
         entries.push((node(d, 0o755, ModeFileType::Directory), Cursor::new(vec![])));
     }
     // The console char node (5,1): init's stdio before devtmpfs is mounted.
@@ -155,10 +291,12 @@ pub fn build_initramfs(bin_dir: &Path) -> Result<Vec<u8>, Error> {
         .rdev_major(5)
         .rdev_minor(1);
     entries.push((console, Cursor::new(vec![])));
-    entries.push((
-        node("init", 0o755, ModeFileType::Regular),
-        Cursor::new(binary),
-    ));
+    for (name, mode, data) in files {
+        entries.push((
+            node(&name, mode, ModeFileType::Regular),
+            Cursor::new(data),
+        ));
+    }
     for w in WORKLOADS {
         entries.push((
             node(&format!("bin/{w}"), 0o777, ModeFileType::Symlink),

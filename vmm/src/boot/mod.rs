@@ -2,6 +2,7 @@
 //! the boot structures, start one thread per vCPU, wait for a reset, a
 //! fault, the timeout or Ctrl-C, then stop and join every vCPU.
 pub mod artifacts;
+pub mod program;
 pub mod verdict;
 
 use crate::arch::x86_64::{self as arch, layout};
@@ -62,12 +63,10 @@ pub struct BootConfig {
 /// warnings and worse on the console only (each UART byte is an exit).
 const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 rodata=off loglevel=5";
 
-/// The guest command line for a workload on this host.
-pub fn cmdline(profile: &HostProfile, workload: &str, args: &[String], extra: &str) -> String {
-    let mut c = format!("{BASE_CMDLINE} preemptor.workload={workload}");
-    if !args.is_empty() {
-        c.push_str(&format!(" preemptor.args={}", args.join(",")));
-    }
+/// The guest command line on this host. What init runs is not on it: that
+/// is in the initramfs ([`artifacts::Payload`]).
+pub fn cmdline(profile: &HostProfile, extra: &str) -> String {
+    let mut c = BASE_CMDLINE.to_string();
     for part in [profile.extra_cmdline, extra] {
         if !part.trim().is_empty() {
             c.push(' ');

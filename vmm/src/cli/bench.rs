@@ -21,9 +21,11 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Median time per scenario run: restored from a snapshot vs cold-booted.
     Runs {
+        /// Scenario folder or TOML file.
         scenario: std::path::PathBuf,
-        #[arg(long, default_value = "reverted")]
-        kernel: String,
+        /// A variant of the scenario or a kernel path (default: its first variant).
+        #[arg(long)]
+        kernel: Option<String>,
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
@@ -35,7 +37,7 @@ pub enum BenchWhat {
     },
     /// Median time to the init's first line: preemptor vs QEMU microvm.
     Boot {
-        #[arg(long, default_value = "fixed")]
+        #[arg(long, default_value = "base")]
         kernel: String,
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -143,13 +145,19 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
             scenario,
             kernel,
             runs,
-        } => scenario_runs(&scenario, &kernel, runs),
+        } => scenario_runs(&scenario, kernel.as_deref(), runs),
     }
 }
 
-fn scenario_runs(path: &std::path::Path, kernel: &str, runs: usize) -> Result<i32, UsageError> {
+fn scenario_runs(
+    path: &std::path::Path,
+    kernel: Option<&str>,
+    runs: usize,
+) -> Result<i32, UsageError> {
     use crate::scenario::{runner, Scenario};
     let scn = Scenario::load(path)?;
+    let first = scn.variants().remove(0).0;
+    let kernel = kernel.unwrap_or(&first);
     let mut snap = runner::prepare(scn.clone(), kernel, true, true)?;
     snap.verify_restore = true;
     let cold = runner::prepare(scn, kernel, true, false)?;
@@ -243,11 +251,14 @@ fn boot(
     ensure_qemu()?;
     let profile = HostProfile::probe();
     let k = artifacts::resolve_kernel(kernel)?;
-    let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir())?;
+    let initramfs = artifacts::build_initramfs(
+        &artifacts::guest_bin_dir(),
+        &artifacts::Payload::workload("hello", &[])?,
+    )?;
     let initrd = std::env::temp_dir().join(format!("preemptor-bench-{}.cpio", std::process::id()));
     std::fs::write(&initrd, &initramfs)
         .map_err(|e| UsageError(format!("{}: {e}", initrd.display())))?;
-    let cmdline = boot::cmdline(&profile, "hello", &[], "");
+    let cmdline = boot::cmdline(&profile, "");
     let cfg = BootConfig {
         kernel: k.clone(),
         initramfs: Arc::new(initramfs),

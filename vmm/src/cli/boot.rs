@@ -13,12 +13,20 @@ use std::time::Duration;
 
 #[derive(clap::Args, Clone)]
 pub struct BootArgs {
-    /// fixed | reverted (built by guest/kernel/build.sh) | path to vmlinux or bzImage
-    #[arg(long, default_value = "fixed")]
+    /// `base` (built if missing), a path to a vmlinux or bzImage, or with
+    /// --scenario one of its kernel variants.
+    #[arg(long, default_value = "base")]
     pub kernel: String,
-    /// Workload (a program in the initramfs) and its key=value arguments.
+    /// Resolve --kernel as a kernel variant of this scenario.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Built-in workload of the guest binary and its key=value arguments.
     #[arg(long, num_args = 1.., value_name = "NAME [ARGS]", default_values = ["hello"])]
     pub workload: Vec<String>,
+    /// Run this program instead: C source (compiled static) or a static
+    /// x86_64 ELF, and its arguments (the rest of the command line).
+    #[arg(long, num_args = 1.., value_name = "FILE [ARGS]", allow_hyphen_values = true, conflicts_with = "workload")]
+    pub program: Vec<String>,
     #[arg(long, default_value_t = 2)]
     pub vcpus: usize,
     /// Guest memory in MiB.
@@ -54,22 +62,25 @@ pub struct BootArgs {
 
 impl BootArgs {
     pub fn config(&self, profile: &HostProfile) -> Result<BootConfig, UsageError> {
-        let kernel = artifacts::resolve_kernel(&self.kernel)?;
-        let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir())?;
-        let (name, args) = self
-            .workload
-            .split_first()
-            .ok_or(UsageError("--workload needs a name".into()))?;
-        if !artifacts::WORKLOADS.contains(&name.as_str()) {
-            return Err(UsageError(format!(
-                "unknown workload '{name}' (known: {})",
-                artifacts::WORKLOADS.join(", ")
-            )));
-        }
+        let kernel = super::kernel::resolve(&self.kernel, self.scenario.as_deref())?;
+        let payload = match self.program.split_first() {
+            Some((file, args)) => artifacts::Payload::program(
+                crate::boot::program::Program::load(std::path::Path::new(file))?,
+                args,
+            ),
+            None => {
+                let (name, args) = self
+                    .workload
+                    .split_first()
+                    .ok_or(UsageError("--workload needs a name".into()))?;
+                artifacts::Payload::workload(name, args)?
+            }
+        };
+        let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir(), &payload)?;
         Ok(BootConfig {
             kernel,
             initramfs: Arc::new(initramfs),
-            cmdline: boot::cmdline(profile, name, args, &self.cmdline),
+            cmdline: boot::cmdline(profile, &self.cmdline),
             vm: VmConfig {
                 vcpus: self.vcpus,
                 mem_mib: self.memory,

@@ -1,15 +1,14 @@
-//! `preemptor demo`: the main job. The seed scenario on both kernels, with
-//! and without injection, as a table, plus the interleaving of one crash.
-use super::run::{print_summary, run_many};
+//! `preemptor demo SCENARIO`: the main job. The scenario on each of its
+//! kernel variants with injection, then each without, as one table, plus
+//! the interleaving of one crash. `run --baseline` with demo defaults.
+use super::run::{execute, print_table, Plan};
 use super::UsageError;
-use crate::boot::verdict::Verdict;
-use crate::scenario::runner::{self, RunResult};
 use crate::scenario::Scenario;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    #[arg(long, default_value = "scenarios/do-exit-race.toml")]
+    /// Scenario folder (scenarios/NAME) or its TOML file.
     pub scenario: PathBuf,
     /// Runs per kernel and mode.
     #[arg(long, default_value_t = 5)]
@@ -27,68 +26,20 @@ pub struct DemoArgs {
 pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
     let scn = Scenario::load(&a.scenario)?;
     println!("{}: {}\n", scn.name, scn.description);
-    let mut rows: Vec<(String, String, Vec<RunResult>, bool)> = Vec::new();
-    // One snapshot per kernel, shared by its injected and baseline runs.
-    let mut first: Vec<(&str, runner::Prepared)> = Vec::new();
-    for (kernel, inject) in [
-        ("reverted", true),
-        ("fixed", true),
-        ("reverted", false),
-        ("fixed", false),
-    ] {
-        let mut p = runner::prepare(scn.clone(), kernel, inject, a.runs > 1 && !a.no_snapshot)?;
-        if let Some((_, q)) = first.iter().find(|(k, _)| *k == kernel) {
-            p.share_snapshot(q);
-        }
-        let mode = if inject { "injection" } else { "no injection" };
-        let out = a.out.as_ref().map(|o| {
-            o.join(format!(
-                "{kernel}-{}",
-                if inject { "inject" } else { "baseline" }
-            ))
-        });
-        let rs = run_many(
-            &p,
-            a.runs,
-            a.seed,
-            out.as_ref(),
-            &format!("{kernel} {mode}"),
-        )?;
-        let ok = p.expectation(None).is_none_or(|e| runner::meets(&rs, e));
-        print_summary(&format!("{kernel} / {mode}"), &runner::summarize(&rs));
-        rows.push((kernel.into(), mode.into(), rs, ok));
-        if !first.iter().any(|(k, _)| *k == kernel) {
-            first.push((kernel, p));
-        }
-    }
-    println!(
-        "\n{:<9} {:<13} {:>20} {:>8}  {:<8} titles",
-        "kernel", "mode", "crashes/conclusive", "s/run", "expected"
-    );
-    for (k, m, rs, ok) in &rows {
-        let s = runner::summarize(rs);
-        let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
-        println!(
-            "{k:<9} {m:<13} {:>20} {:>8.1}  {:<8} {}",
-            format!("{}/{}", s.crashes, s.conclusive),
-            s.mean_seconds,
-            if *ok { "holds" } else { "FAILS" },
-            if titles.is_empty() {
-                "-".into()
-            } else {
-                titles.join(", ")
-            }
-        );
-    }
-    let crash = rows
-        .iter()
-        .flat_map(|r| r.2.iter())
-        .find(|r| matches!(r.verdict, Verdict::Crash { .. }) && r.goal_reached);
-    if let Some(r) = crash {
-        println!(
-            "\nInterleaving of a crashing run (seed {}):\n{}",
-            r.seed, r.diagram
-        );
-    }
-    Ok(if rows.iter().all(|r| r.3) { 0 } else { 1 })
+    let plan = Plan {
+        kernels: scn.variants().into_iter().map(|(n, _)| n).collect(),
+        scenario: scn,
+        modes: vec![true, false],
+        runs: a.runs,
+        seed: a.seed,
+        expect: None,
+        out: a.out,
+        snapshot: !a.no_snapshot,
+        snapshot_file: None,
+        verify_restore: false,
+        quiet: false,
+    };
+    let results = execute(&plan)?;
+    print_table(&results);
+    Ok(if results.iter().all(|r| r.ok) { 0 } else { 1 })
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod boot;
 pub mod demo;
+pub mod kernel;
 pub mod report;
 pub mod run;
 pub mod symbols;
@@ -24,11 +25,13 @@ struct Cli {
 enum Cmd {
     /// Boot a guest kernel and run one workload.
     Boot(boot::BootArgs),
-    /// The main job: the seed scenario on both kernels, with and without injection.
+    /// The main job: a scenario on each of its kernels, with and without injection.
     Demo(demo::DemoArgs),
+    /// Build guest kernels (a scenario's variants, or the base) and print their paths.
+    Kernel(kernel::KernelArgs),
     /// Benchmarks that print figures (boot time against QEMU).
     Bench(bench::BenchArgs),
-    /// Run a scenario file N times: verdicts, crash rate, titles.
+    /// Run a scenario N times on each of its kernels: verdicts, crash rates, titles.
     Run(run::RunArgs),
     /// Look up a guest-kernel function or site; disassemble it.
     Symbols(symbols::SymbolsArgs),
@@ -63,6 +66,7 @@ pub fn main() -> i32 {
         Cmd::Boot(a) => boot::run(a),
         Cmd::Run(a) => run::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Kernel(a) => kernel::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Symbols(a) => symbols::run(a),
         Cmd::Report(a) => report::run(a),

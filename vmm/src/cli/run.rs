@@ -1,26 +1,34 @@
-//! `preemptor run`: a scenario, N runs, verdicts and rates.
+//! `preemptor run`: a scenario on each of its kernels, N runs each:
+//! verdicts, crash rates, titles, whether each expectation held.
 use super::UsageError;
+use crate::boot::verdict::Verdict;
 use crate::scenario::runner::{self, Prepared, RunResult, Summary};
-use crate::scenario::{Expect, Scenario};
+use crate::scenario::{Expect, Scenario, SnapshotAt};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// Scenario file (scenarios/*.toml).
+    /// Scenario folder (scenarios/NAME) or its TOML file.
     pub scenario: PathBuf,
-    /// fixed | reverted | path to vmlinux or bzImage
-    #[arg(long, default_value = "reverted")]
-    pub kernel: String,
+    /// A kernel variant of the scenario ([kernel.NAME]), `base`, or a path
+    /// to a vmlinux/bzImage (then --expect says what to expect). Repeatable;
+    /// default: every variant of the scenario, in the order it declares them.
+    #[arg(long = "kernel", value_name = "VARIANT|PATH")]
+    pub kernels: Vec<String>,
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     /// Run i uses seed S + i.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Same workload, no breakpoints: the baseline.
-    #[arg(long)]
+    /// Same program, no breakpoints: the baseline.
+    #[arg(long, conflicts_with = "baseline")]
     pub no_inject: bool,
-    /// Override the scenario's expectation for this kernel.
+    /// Each kernel with injection, then each without (the baseline).
+    #[arg(long)]
+    pub baseline: bool,
+    /// What every kernel should do under injection (overrides the scenario).
     #[arg(long)]
     pub expect: Option<Expect>,
     /// One JSON document on stdout.
@@ -34,8 +42,8 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "snapshot")]
     pub no_snapshot: bool,
     /// Restore from the snapshot in FILE, taking it there first if FILE does
-    /// not exist. A snapshot taken with another kernel, initramfs, command
-    /// line or machine shape is refused.
+    /// not exist (one kernel only). A snapshot taken with another kernel,
+    /// initramfs, command line or machine shape is refused.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
     /// After each restored run, check that copying back the pages it
@@ -62,7 +70,7 @@ pub fn run_many(
     bar.set_prefix(label.to_string());
     let mut rs = Vec::new();
     for i in 0..runs {
-        let dir = out.map(|o| o.join(format!("{}-run{:03}", p.kernel_name.replace('/', "_"), i)));
+        let dir = out.map(|o| o.join(format!("run{i:03}")));
         let r = p.run_once(i, seed + i as u64, dir.as_deref())?;
         bar.set_message(format!(
             "last: {} goal={}",
@@ -95,74 +103,213 @@ pub fn print_summary(label: &str, s: &Summary) {
     }
 }
 
-pub fn run(a: RunArgs) -> Result<i32, UsageError> {
-    let scn = Scenario::load(&a.scenario)?;
-    let mut p = runner::prepare(scn, &a.kernel, !a.no_inject, a.runs > 1 && !a.no_snapshot)?;
-    if let Some(f) = &a.snapshot {
-        p = p.with_snapshot_file(f.clone());
-    }
-    p.verify_restore = a.verify_restore;
-    if !a.json {
-        eprintln!(
-            "preemptor: scenario {} on kernel {} ({}), host profile {}",
-            p.scenario.name,
-            a.kernel,
-            if a.no_inject {
-                "no injection"
-            } else {
-                "injection"
-            },
-            p.profile.name()
-        );
-        for (n, site, addr) in p.sites() {
-            eprintln!("preemptor:   trigger {n} at {site} ({addr:#x})");
+/// One kernel in one mode: its runs and whether they are as expected.
+#[derive(Serialize)]
+pub struct KernelResult {
+    pub kernel: String,
+    pub kernel_path: PathBuf,
+    pub inject: bool,
+    pub expect: Option<Expect>,
+    pub ok: bool,
+    pub snapshot_at: Option<SnapshotAt>,
+    pub summary: Summary,
+    pub runs: Vec<RunResult>,
+}
+
+/// How `run` and `demo` print and judge.
+pub struct Plan {
+    pub scenario: Scenario,
+    pub kernels: Vec<String>,
+    /// Injection modes, in order (true = with the scenario's triggers).
+    pub modes: Vec<bool>,
+    pub runs: usize,
+    pub seed: u64,
+    pub expect: Option<Expect>,
+    pub out: Option<PathBuf>,
+    pub snapshot: bool,
+    pub snapshot_file: Option<PathBuf>,
+    pub verify_restore: bool,
+    pub quiet: bool,
+}
+
+/// Every kernel × mode of the plan. Each kernel's snapshot is shared by its
+/// injected and baseline runs.
+pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
+    let mut results = Vec::new();
+    let mut first: Vec<Prepared> = Vec::new();
+    for &inject in &plan.modes {
+        for kernel in &plan.kernels {
+            let mut p = runner::prepare(
+                plan.scenario.clone(),
+                kernel,
+                inject,
+                plan.snapshot && plan.runs > 1,
+            )?;
+            if let Some(f) = &plan.snapshot_file {
+                p = p.with_snapshot_file(f.clone());
+            }
+            p.verify_restore = plan.verify_restore;
+            if let Some(q) = first.iter().find(|q| q.kernel_name == *kernel) {
+                p.share_snapshot(q);
+            }
+            let mode = if inject { "injection" } else { "no injection" };
+            if !plan.quiet {
+                eprintln!(
+                    "preemptor: scenario {} on kernel {kernel} ({}), {mode}, host profile {}",
+                    p.scenario.name,
+                    p.kernel.path.display(),
+                    p.profile.name()
+                );
+                if inject {
+                    for (n, site, addr) in p.sites() {
+                        eprintln!("preemptor:   trigger {n} at {site} ({addr:#x})");
+                    }
+                }
+                if p.use_snapshot && p.snapshot_at == SnapshotAt::Start {
+                    eprintln!(
+                        "preemptor:   snapshot point: just before the program starts \
+                         (it does not call preemptor_ready()): every run pays for its start"
+                    );
+                }
+            }
+            let label = format!("{kernel} {mode}");
+            let out = plan.out.as_ref().map(|o| {
+                o.join(format!(
+                    "{}-{}",
+                    kernel.replace('/', "_"),
+                    if inject { "inject" } else { "baseline" }
+                ))
+            });
+            let rs = run_many(&p, plan.runs, plan.seed, out.as_ref(), &label)?;
+            let expect = p.expectation(if inject { plan.expect } else { None });
+            let summary = runner::summarize(&rs);
+            if !plan.quiet {
+                print_summary(&format!("{kernel} / {mode}"), &summary);
+            }
+            results.push(KernelResult {
+                kernel: kernel.clone(),
+                kernel_path: p.kernel.path.clone(),
+                inject,
+                expect,
+                ok: runner::holds(&rs, expect),
+                snapshot_at: p.use_snapshot.then_some(p.snapshot_at),
+                summary,
+                runs: rs,
+            });
+            if !first.iter().any(|q| q.kernel_name == *kernel) {
+                first.push(p);
+            }
         }
     }
-    let label = format!(
-        "{} {}{}",
-        p.scenario.name,
-        a.kernel,
-        if a.no_inject { " no-inject" } else { "" }
+    Ok(results)
+}
+
+/// The table of every kernel × mode, then the interleaving of one crash.
+pub fn print_table(results: &[KernelResult]) {
+    let w = results
+        .iter()
+        .map(|r| r.kernel.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "\n{:<w$} {:<13} {:>20} {:>8}  {:<8} titles",
+        "kernel", "mode", "crashes/conclusive", "s/run", "expected"
     );
-    let rs = run_many(&p, a.runs, a.seed, a.out.as_ref(), &label)?;
-    let s = runner::summarize(&rs);
-    let expect = p.expectation(a.expect);
-    let ok = expect.is_none_or(|e| runner::meets(&rs, e));
+    for r in results {
+        let s = &r.summary;
+        let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
+        println!(
+            "{:<w$} {:<13} {:>20} {:>8.1}  {:<8} {}",
+            r.kernel,
+            if r.inject { "injection" } else { "no injection" },
+            format!("{}/{}", s.crashes, s.conclusive),
+            s.mean_seconds,
+            match (r.expect, r.ok) {
+                (Some(_), true) => "holds",
+                (Some(_), false) => "FAILS",
+                (None, true) => "-",
+                (None, false) => "not clean",
+            },
+            if titles.is_empty() {
+                "-".into()
+            } else {
+                titles.join(", ")
+            }
+        );
+    }
+    // A diagram only where there was injection to draw.
+    let crash = results
+        .iter()
+        .filter(|r| r.inject)
+        .flat_map(|r| r.runs.iter())
+        .find(|r| matches!(r.verdict, Verdict::Crash { .. }) && !r.diagram.trim().is_empty());
+    if let Some(r) = crash {
+        println!(
+            "\nInterleaving of a crashing run (seed {}):\n{}",
+            r.seed, r.diagram
+        );
+    }
+}
+
+pub fn run(a: RunArgs) -> Result<i32, UsageError> {
+    let scn = Scenario::load(&a.scenario)?;
+    let kernels = if a.kernels.is_empty() {
+        scn.variants().into_iter().map(|(n, _)| n).collect()
+    } else {
+        a.kernels.clone()
+    };
+    if a.snapshot.is_some() && (kernels.len() > 1 || a.baseline) {
+        return Err(UsageError(
+            "--snapshot FILE keeps one kernel's snapshot: give one --kernel, without --baseline"
+                .into(),
+        ));
+    }
+    let plan = Plan {
+        scenario: scn,
+        kernels,
+        modes: match (a.no_inject, a.baseline) {
+            (true, _) => vec![false],
+            (false, true) => vec![true, false],
+            (false, false) => vec![true],
+        },
+        runs: a.runs,
+        seed: a.seed,
+        expect: a.expect,
+        out: a.out.clone(),
+        snapshot: !a.no_snapshot || a.snapshot.is_some(),
+        snapshot_file: a.snapshot.clone(),
+        verify_restore: a.verify_restore,
+        quiet: a.json,
+    };
+    let results = execute(&plan)?;
+    let ok = results.iter().all(|r| r.ok);
     if a.json {
         let j = serde_json::json!({
-            "scenario": p.scenario.name, "kernel": a.kernel, "inject": !a.no_inject,
-            "expect": expect, "ok": ok, "summary": s, "runs": rs,
+            "scenario": plan.scenario.name, "ok": ok, "results": results,
         });
         println!("{j}");
     } else {
-        for r in &rs {
-            println!(
-                "run {:>3} seed {:>4}: {} (goal {}, {:.1} s){}",
-                r.index,
-                r.seed,
-                r.verdict,
-                if r.goal_reached {
-                    "reached"
-                } else {
-                    "not reached"
-                },
-                r.seconds,
-                if r.conclusive { "" } else { " inconclusive" }
-            );
+        for k in &results {
+            for r in &k.runs {
+                println!(
+                    "{} {} run {:>3} seed {:>4}: {} (goal {}, {:.1} s){}",
+                    k.kernel,
+                    if k.inject { "inject" } else { "baseline" },
+                    r.index,
+                    r.seed,
+                    r.verdict,
+                    if r.goal_reached {
+                        "reached"
+                    } else {
+                        "not reached"
+                    },
+                    r.seconds,
+                    if r.conclusive { "" } else { " inconclusive" }
+                );
+            }
         }
-        print_summary(&label, &s);
-        if let Some(r) = rs
-            .iter()
-            .find(|r| matches!(r.verdict, crate::boot::verdict::Verdict::Crash { .. }))
-        {
-            println!("\ninterleaving of run {}:\n{}", r.index, r.diagram);
-        }
-        if let Some(e) = expect {
-            println!(
-                "expected {e:?}: {}",
-                if ok { "holds" } else { "does NOT hold" }
-            );
-        }
+        print_table(&results);
     }
     Ok(if ok { 0 } else { 1 })
 }

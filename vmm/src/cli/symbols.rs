@@ -1,13 +1,15 @@
 //! `preemptor symbols`: find a site to break at.
 use super::UsageError;
-use crate::boot::artifacts;
 use crate::debug::symbols::Symbols;
 
 #[derive(clap::Args)]
 pub struct SymbolsArgs {
-    /// fixed | reverted | path to a vmlinux
-    #[arg(long, default_value = "fixed")]
+    /// `base`, a path to a vmlinux, or with --scenario one of its variants.
+    #[arg(long, default_value = "base")]
     pub kernel: String,
+    /// Resolve --kernel as a kernel variant of this scenario (built if missing).
+    #[arg(long)]
+    pub scenario: Option<std::path::PathBuf>,
     /// Function, func+off, file:line, or a pattern (func/call:SYM, func/store:STRUCT.MEMBER, ...)
     pub site: String,
     /// Disassemble the whole function, with source file:line per instruction.
@@ -16,7 +18,7 @@ pub struct SymbolsArgs {
 }
 
 pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
-    let k = artifacts::resolve_kernel(&a.kernel)?;
+    let k = super::kernel::resolve(&a.kernel, a.scenario.as_deref())?;
     let vmlinux = k
         .vmlinux
         .ok_or(UsageError(format!("no vmlinux for {}", k.path.display())))?;

@@ -1,7 +1,9 @@
 //! Runs of a scenario: boot the guest with the scenario's triggers (or none,
 //! for the baseline), take the verdict, and decide whether the run counts.
-use super::{Error as ScnError, Expect, Scenario};
-use crate::boot::{self, artifacts, verdict, verdict::Verdict, BootConfig};
+use super::{Error as ScnError, Expect, Scenario, SnapshotAt, Variant};
+use crate::boot::artifacts::{KernelSpec, Payload};
+use crate::boot::program::{self, Program};
+use crate::boot::{self, artifacts, verdict, verdict::Verdict, BootConfig, Kernel};
 use crate::debug::symbols::Symbols;
 use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
@@ -21,6 +23,8 @@ pub enum Error {
     Artifacts(#[from] artifacts::Error),
     #[error(transparent)]
     Boot(#[from] boot::Error),
+    #[error(transparent)]
+    Program(#[from] program::Error),
     #[error("{0}")]
     Other(String),
 }
@@ -29,7 +33,13 @@ pub enum Error {
 pub struct Prepared {
     pub scenario: Scenario,
     pub kernel_name: String,
+    /// The kernel image this runs on.
+    pub kernel: Kernel,
+    /// The scenario's expectation for this kernel variant, if any.
+    pub variant_expect: Option<Expect>,
     pub inject: bool,
+    /// Where the snapshot is taken (the program's ready point, or before it starts).
+    pub snapshot_at: SnapshotAt,
     pub profile: HostProfile,
     boot: BootConfig,
     symbols: Option<Symbols>,
@@ -83,6 +93,71 @@ pub struct RestoreInfo {
     pub stale_pages: Option<usize>,
 }
 
+/// A kernel of the scenario: one of its variants by name (built if
+/// missing: the base once, then the variant incrementally), `base`, or a
+/// path to a vmlinux/bzImage. Returns the kernel and the variant's
+/// expectation.
+pub fn resolve_kernel(scn: &Scenario, name: &str, build: bool) -> Result<(Kernel, Option<Expect>), Error> {
+    if let Some((_, v)) = scn.variants().into_iter().find(|(n, _)| n == name) {
+        let k = variant_kernel(scn, name, &v, build)?;
+        return Ok((k, v.expect));
+    }
+    if name == super::BASE_VARIANT || name.contains('/') || Path::new(name).exists() {
+        return Ok((artifacts::resolve_kernel(name)?, None));
+    }
+    let names: Vec<String> = scn.variants().into_iter().map(|(n, _)| n).collect();
+    Err(Error::Other(format!(
+        "{}: no kernel variant '{name}' (it has: {}); or give a path to a vmlinux or bzImage",
+        scn.path.display(),
+        names.join(", ")
+    )))
+}
+
+/// Build (or find) the kernel of variant `name`; bad inputs are errors at
+/// the variant's line in the scenario file.
+pub fn variant_kernel(scn: &Scenario, name: &str, v: &Variant, build: bool) -> Result<Kernel, Error> {
+    let spec = KernelSpec {
+        base: v.base.clone(),
+        patches: v.patches.iter().map(|p| scn.resolve(p)).collect(),
+        configs: v.config.iter().map(|p| scn.resolve(p)).collect(),
+    };
+    spec.kernel(build).map_err(|e| match e {
+        artifacts::Error::KernelInput(msg) => {
+            let key = if msg.starts_with("patch") {
+                "patches"
+            } else if msg.starts_with("config") {
+                "config"
+            } else if msg.contains("base") {
+                "base"
+            } else {
+                "["
+            };
+            scn.error_at_variant(name, key, format!("kernel.{name}: {msg}")).into()
+        }
+        e => e.into(),
+    })
+}
+
+/// What init runs for this scenario: its program (compiled if C) or
+/// built-in workload, its arguments and files.
+pub fn payload(scn: &Scenario) -> Result<Payload, Error> {
+    let g = &scn.guest;
+    let mut p = match (&g.program, &g.workload) {
+        (Some(prog), _) => Payload::program(Program::load(&scn.resolve(prog))?, &g.args),
+        (None, Some(w)) => Payload::workload(w, &g.args)
+            .map_err(|e| Error::Scenario(scn.error_at_key("workload", e.to_string())))?,
+        (None, None) => unreachable!("Scenario::load checks [guest]"),
+    };
+    for f in &g.files {
+        let src = scn.resolve(&f.src);
+        let data = std::fs::read(&src).map_err(|e| {
+            Error::Scenario(scn.error_at_key("files", format!("files: {}: {e}", src.display())))
+        })?;
+        p.files.push((f.dst.clone(), data));
+    }
+    Ok(p)
+}
+
 pub fn prepare(
     scenario: Scenario,
     kernel: &str,
@@ -90,26 +165,29 @@ pub fn prepare(
     use_snapshot: bool,
 ) -> Result<Prepared, Error> {
     let profile = HostProfile::probe();
-    let k = artifacts::resolve_kernel(kernel)?;
-    if !artifacts::WORKLOADS.contains(&scenario.guest.workload.as_str()) {
-        return Err(scenario
-            .error_at_key(
-                "workload",
-                format!("unknown workload '{}'", scenario.guest.workload),
-            )
-            .into());
-    }
+    let (k, variant_expect) = resolve_kernel(&scenario, kernel, true)?;
+    let payload = payload(&scenario)?;
+    let snapshot_at = scenario.guest.snapshot.unwrap_or(if payload.calls_ready() {
+        SnapshotAt::Ready
+    } else {
+        SnapshotAt::Start
+    });
     let g = &scenario.guest;
     let boot = BootConfig {
         kernel: k.clone(),
-        initramfs: Arc::new(artifacts::build_initramfs(&artifacts::guest_bin_dir())?),
+        initramfs: Arc::new(artifacts::build_initramfs(&artifacts::guest_bin_dir(), &payload)?),
         // Every scenario guest stops at the snapshot point when asked, so a
         // cold run and a restored run execute the same guest code.
         cmdline: boot::cmdline(
             &profile,
-            &g.workload,
-            &g.args,
-            &format!("{} preemptor.snapshot", g.cmdline),
+            &format!(
+                "{} {}",
+                g.cmdline,
+                match snapshot_at {
+                    SnapshotAt::Ready => "preemptor.snapshot",
+                    SnapshotAt::Start => "preemptor.snapshot=start",
+                }
+            ),
         ),
         vm: VmConfig {
             vcpus: g.vcpus,
@@ -139,7 +217,10 @@ pub fn prepare(
     let p = Prepared {
         scenario,
         kernel_name: kernel.to_string(),
+        kernel: k,
+        variant_expect,
         inject,
+        snapshot_at,
         profile,
         boot,
         symbols,
@@ -262,10 +343,10 @@ impl Prepared {
     }
 
     /// What this kernel should do: `--expect`, else the scenario's
-    /// expectation for this kernel name; without injection always clean.
+    /// expectation for this variant; without injection always clean.
     pub fn expectation(&self, over: Option<Expect>) -> Option<Expect> {
         over.or(if self.inject {
-            self.scenario.expect.get(&self.kernel_name).copied()
+            self.variant_expect
         } else {
             Some(Expect::Clean)
         })
@@ -422,6 +503,15 @@ pub fn summarize(rs: &[RunResult]) -> Summary {
         } else {
             rs.iter().map(|r| r.seconds).sum::<f64>() / rs.len() as f64
         },
+    }
+}
+
+/// Whether the runs are as they should be: they meet the expectation if
+/// there is one; without one, every run was clean.
+pub fn holds(rs: &[RunResult], expect: Option<Expect>) -> bool {
+    match expect {
+        Some(e) => meets(rs, e),
+        None => rs.iter().all(|r| r.verdict == Verdict::Clean),
     }
 }
 
