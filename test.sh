@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
-# Every test, on a fresh machine: checks formatting, installs what the
-# guest build needs (apt), builds the guest programs and both kernels (cached under
-# ${PREEMPTOR_CACHE:-~/.cache/preemptor}), the VMM, then runs the unit,
-# classifier-corpus, symbol and end-to-end tests (real KVM, real guests;
-# one at a time: the host has few cores and boots are expensive).
+# Every test, on a fresh machine: checks formatting and lints, installs what
+# the guest build needs (apt), builds the guest programs and the base kernel
+# (cached under ${PREEMPTOR_CACHE:-~/.cache/preemptor}), the VMM, every
+# scenario's kernel variants, then runs the unit, classifier-corpus, symbol
+# and end-to-end tests (real KVM, real guests; one at a time: the host has
+# few cores and boots are expensive).
 set -euo pipefail
 cd "$(dirname "$0")"
-# Formatting first: cheap, and unformatted code is a failed submission.
+# Formatting and lints first: cheap, and either failing is a failed submission.
 cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
 bash guest/build.sh
 cargo build --release -p preemptor
+# Every scenario's kernels, built (or found in the cache) before the tests
+# that use them; a broken patch or fragment fails here, by name.
+for s in scenarios/*/scenario.toml; do
+    ./target/release/preemptor kernel build "$(dirname "$s")"
+done
 cargo test --release --workspace -- --test-threads=1

@@ -1,4 +1,4 @@
-//! `preemptor boot`: both kernels come up on 2 vCPUs and run init; bad
+//! `preemptor boot`: the seed scenario's two kernels come up on 2 vCPUs and run init; bad
 //! kernels are refused with one line and status 2.
 use preemptor_e2e::*;
 
@@ -10,6 +10,8 @@ fn both_kernels_boot_two_cpus_and_run_init() {
         let o = retry_on_host_flake(kernel, || {
             let o = preemptor(&[
                 "boot",
+                "--scenario",
+                "scenarios/do-exit-race",
                 "--kernel",
                 kernel,
                 "--workload",
@@ -73,7 +75,7 @@ fn bad_break_site_is_a_one_line_error() {
     let o = preemptor(&[
         "boot",
         "--kernel",
-        "fixed",
+        "base",
         "--break",
         "no_such_function_xyz,stall=1ms",
     ]);

@@ -1,7 +1,7 @@
 //! The seed scenario end to end: one injected run per kernel, one baseline.
 use preemptor_e2e::*;
 
-const SCN: &str = "scenarios/do-exit-race.toml";
+const SCN: &str = "scenarios/do-exit-race";
 
 fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["run", SCN, "--kernel", kernel, "--runs", "1", "--json"];
@@ -19,7 +19,7 @@ fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
 fn reverted_kernel_crashes_in_do_task_dead() {
     require_kvm();
     let j = run1("reverted", &[]);
-    let r = &j["runs"][0];
+    let r = &runs(&j)[0];
     assert_eq!(r["goal_reached"], true, "the race window was reached");
     assert_eq!(r["verdict"]["verdict"], "crash");
     assert_eq!(r["verdict"]["title"], "kernel BUG in do_task_dead");
@@ -30,7 +30,7 @@ fn reverted_kernel_crashes_in_do_task_dead() {
 fn fixed_kernel_survives_the_same_interleaving() {
     require_kvm();
     let j = run1("fixed", &[]);
-    let r = &j["runs"][0];
+    let r = &runs(&j)[0];
     assert_eq!(r["goal_reached"], true, "the race window was reached");
     assert_eq!(r["verdict"]["verdict"], "clean");
     assert_eq!(j["ok"], true);
@@ -40,7 +40,7 @@ fn fixed_kernel_survives_the_same_interleaving() {
 fn reverted_kernel_without_injection_is_clean() {
     require_kvm();
     let j = run1("reverted", &["--no-inject"]);
-    assert_eq!(j["runs"][0]["verdict"]["verdict"], "clean");
+    assert_eq!(runs(&j)[0]["verdict"]["verdict"], "clean");
     assert_eq!(j["ok"], true);
 }
 
@@ -49,12 +49,12 @@ fn scenario_errors_name_file_line_and_key() {
     let d = tmp("badscn");
     let f = d.join("bad.toml");
     std::fs::write(&f, "name = \"x\"\n[guest]\nworkload = \"hello\"\n\n[[trigger]]\nname = \"a\"\nsite = \"try_to_wake_up\"\nvcpu = [1]\n").unwrap();
-    let o = preemptor(&["run", f.to_str().unwrap(), "--kernel", "fixed"]);
+    let o = preemptor(&["run", f.to_str().unwrap(), "--kernel", "base"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(e.contains("bad.toml:8:") && e.contains("vcpu"), "{e}");
     std::fs::write(&f, "name = \"x\"\n[guest]\nworkload = \"hello\"\n\n[[trigger]]\nname = \"a\"\nsite = \"try_to_wake_up\"\nvcpus = [7]\n").unwrap();
-    let o = preemptor(&["run", f.to_str().unwrap(), "--kernel", "fixed"]);
+    let o = preemptor(&["run", f.to_str().unwrap(), "--kernel", "base"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(e.contains("bad.toml:6:") && e.contains("vCPU 7"), "{e}");
@@ -72,7 +72,7 @@ fn restored_runs_match_cold_verdicts() {
     for (kernel, want) in [("reverted", "crash"), ("fixed", "clean")] {
         let file = dir.join(format!("{kernel}.snap"));
         let f = file.to_str().unwrap();
-        let mut runs = Vec::new();
+        let mut all = Vec::new();
         for (i, n) in ["3", "1"].into_iter().enumerate() {
             let o = preemptor(&[
                 "run",
@@ -88,7 +88,7 @@ fn restored_runs_match_cold_verdicts() {
             ]);
             assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
             let j = json(&o);
-            runs.extend(j["runs"].as_array().unwrap().clone());
+            all.extend(runs(&j).clone());
             assert!(file.exists(), "{kernel}: snapshot file kept");
             let loaded = stderr(&o).contains("snapshot loaded from");
             assert_eq!(
@@ -97,12 +97,12 @@ fn restored_runs_match_cold_verdicts() {
                 "{kernel}: only the second invocation reuses the file"
             );
         }
-        let started: Vec<_> = runs.iter().filter(|r| !result_flaked(r)).collect();
+        let started: Vec<_> = all.iter().filter(|r| !result_flaked(r)).collect();
         assert!(
             started.len() >= 2,
-            "{kernel}: restored runs hit the host flake: {runs:?}"
+            "{kernel}: restored runs hit the host flake: {all:?}"
         );
-        for r in &runs {
+        for r in &all {
             let st = &r["restore"];
             assert!(
                 st.is_object(),

@@ -9,7 +9,7 @@ fn boot_with_stall(trace: &Path) -> Output {
     preemptor(&[
         "boot",
         "--kernel",
-        "fixed",
+        "base",
         "--workload",
         "hello",
         "--json",

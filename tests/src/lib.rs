@@ -70,7 +70,26 @@ pub fn boot_flaked(j: &serde_json::Value) -> bool {
 
 /// Whether the first run of a `run --json` result shows the flake.
 pub fn run_flaked(j: &serde_json::Value) -> bool {
-    result_flaked(&j["runs"][0])
+    result_flaked(&runs(j)[0])
+}
+
+/// The runs of the only kernel × mode of a `run --json` result.
+pub fn runs(j: &serde_json::Value) -> &Vec<serde_json::Value> {
+    let results = j["results"].as_array().expect("results");
+    assert_eq!(results.len(), 1, "one kernel and mode: {j}");
+    results[0]["runs"].as_array().expect("runs")
+}
+
+/// The one line a usage error prints (exit status 2, nothing else on stderr).
+pub fn usage_error(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(o));
+    let e = stderr(o);
+    let lines: Vec<&str> = e
+        .lines()
+        .filter(|l| !l.starts_with("guest/kernel/build.sh:"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line: {e}");
+    lines[0].to_string()
 }
 
 /// Whether one run of a `run --json` result shows the flake.

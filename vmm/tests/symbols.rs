@@ -29,30 +29,29 @@ const DO_TASK_DEAD_SCHEDULE_LINE: u64 = 6602;
 const RWSEM_SET_STATE_LINE: u64 = 1081;
 const RWSEM_WAITER_TASK_LINE: u64 = 1082;
 
+/// The seed scenario's kernels: `fixed` is the base, `reverted` the base
+/// plus the scenario's revert patch (`guest/kernel/build.sh --paths`).
 fn kernel_dir(variant: &str) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest/kernel/build.sh");
-    let out = Command::new(&script)
-        .arg("--paths")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("guest/kernel/build.sh");
+    let mut cmd = Command::new(&script);
+    cmd.arg("--paths");
+    if variant == "reverted" {
+        cmd.arg("--patch")
+            .arg(root.join("scenarios/do-exit-race/revert-do-exit-fix.patch"));
+    }
+    let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "guest kernels are not built ({} --paths exited {}: {}); run guest/kernel/build.sh first",
+        "guest kernel '{variant}' is not built ({} --paths exited {}: {}); run \
+         `preemptor kernel build scenarios/do-exit-race` first (./test.sh does)",
         script.display(),
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let dir = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix(variant)?.strip_prefix(' '))
-        .unwrap_or_else(|| {
-            panic!(
-                "{} --paths printed no `{variant}` line:\n{stdout}",
-                script.display()
-            )
-        });
-    PathBuf::from(dir.trim())
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 fn load(variant: &str) -> Symbols {

@@ -22,7 +22,9 @@ pub enum Error {
     Build(String),
     #[error("guest program '{0}' not found: run guest/build.sh")]
     GuestProgramMissing(PathBuf),
-    #[error("unknown workload '{0}' (built in: {1}); a program of your own is `program = \"repro.c\"`")]
+    #[error(
+        "unknown workload '{0}' (built in: {1}); a program of your own is `program = \"repro.c\"`"
+    )]
     UnknownWorkload(String, String),
     #[error("cannot pack the initramfs: {0}")]
     Cpio(std::io::Error),
@@ -259,7 +261,11 @@ pub fn build_initramfs(bin_dir: &Path, payload: &Payload) -> Result<Vec<u8>, Err
             .nlink(nlink)
     };
     let mut files: Vec<(String, u32, Vec<u8>)> = vec![("init".into(), 0o755, binary)];
-    let argv: Vec<u8> = payload.argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let argv: Vec<u8> = payload
+        .argv
+        .iter()
+        .flat_map(|a| a.bytes().chain([0]))
+        .collect();
     files.push((ARGV_FILE.into(), 0o644, argv));
     if let Some(p) = &payload.program {
         files.push((p.guest_path()[1..].to_string(), 0o755, p.bytes.clone()));
@@ -292,10 +298,7 @@ pub fn build_initramfs(bin_dir: &Path, payload: &Payload) -> Result<Vec<u8>, Err
         .rdev_minor(1);
     entries.push((console, Cursor::new(vec![])));
     for (name, mode, data) in files {
-        entries.push((
-            node(&name, mode, ModeFileType::Regular),
-            Cursor::new(data),
-        ));
+        entries.push((node(&name, mode, ModeFileType::Regular), Cursor::new(data)));
     }
     for w in WORKLOADS {
         entries.push((

@@ -116,7 +116,10 @@ fn compile(src: &Path) -> Result<PathBuf, Error> {
         h.update(p.file_name().map(|n| n.as_encoded_bytes()).unwrap_or(b""));
         h.update(std::fs::read(p).unwrap_or_default());
     }
-    let key: String = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let key: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let stem = src
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -129,6 +132,7 @@ fn compile(src: &Path) -> Result<PathBuf, Error> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::Read(dir.clone(), e))?;
     let tmp = dir.join(format!(".{stem}.{}", std::process::id()));
     let res = Command::new("gcc")
+        .env("LC_ALL", "C") // plain quotes in messages, whatever the locale
         .args(CFLAGS)
         .arg("-I")
         .arg(&include)

@@ -222,7 +222,11 @@ pub fn print_table(results: &[KernelResult]) {
         println!(
             "{:<w$} {:<13} {:>20} {:>8.1}  {:<8} {}",
             r.kernel,
-            if r.inject { "injection" } else { "no injection" },
+            if r.inject {
+                "injection"
+            } else {
+                "no injection"
+            },
             format!("{}/{}", s.crashes, s.conclusive),
             s.mean_seconds,
             match (r.expect, r.ok) {

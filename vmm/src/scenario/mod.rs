@@ -214,10 +214,13 @@ impl Scenario {
     /// The kernel variants to compare: as declared, or the base alone.
     pub fn variants(&self) -> Vec<(String, Variant)> {
         if self.kernel.is_empty() {
-            return vec![(BASE_VARIANT.into(), Variant {
-                base: default_base(),
-                ..Default::default()
-            })];
+            return vec![(
+                BASE_VARIANT.into(),
+                Variant {
+                    base: default_base(),
+                    ..Default::default()
+                },
+            )];
         }
         self.kernel
             .iter()
@@ -229,7 +232,9 @@ impl Scenario {
     pub fn error_at_variant(&self, name: &str, key: &str, msg: String) -> Error {
         let header = format!("[kernel.{name}]");
         let lines: Vec<&str> = self.text.lines().collect();
-        let start = lines.iter().position(|l| l.trim_start().starts_with(&header));
+        let start = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&header));
         let line = start.map(|s| {
             lines[s + 1..]
                 .iter()
@@ -314,7 +319,9 @@ mod tests {
 
     #[test]
     fn workload_or_program() {
-        let e = load_str("name = \"x\"\n[guest]\nvcpus = 2\n").unwrap_err().to_string();
+        let e = load_str("name = \"x\"\n[guest]\nvcpus = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":2:") && e.contains("needs a program"), "{e}");
         let e = load_str("name = \"x\"\n[guest]\nworkload = \"a\"\nprogram = \"b.c\"\n")
             .unwrap_err()

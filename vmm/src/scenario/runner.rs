@@ -97,7 +97,11 @@ pub struct RestoreInfo {
 /// missing: the base once, then the variant incrementally), `base`, or a
 /// path to a vmlinux/bzImage. Returns the kernel and the variant's
 /// expectation.
-pub fn resolve_kernel(scn: &Scenario, name: &str, build: bool) -> Result<(Kernel, Option<Expect>), Error> {
+pub fn resolve_kernel(
+    scn: &Scenario,
+    name: &str,
+    build: bool,
+) -> Result<(Kernel, Option<Expect>), Error> {
     if let Some((_, v)) = scn.variants().into_iter().find(|(n, _)| n == name) {
         let k = variant_kernel(scn, name, &v, build)?;
         return Ok((k, v.expect));
@@ -115,14 +119,30 @@ pub fn resolve_kernel(scn: &Scenario, name: &str, build: bool) -> Result<(Kernel
 
 /// Build (or find) the kernel of variant `name`; bad inputs are errors at
 /// the variant's line in the scenario file.
-pub fn variant_kernel(scn: &Scenario, name: &str, v: &Variant, build: bool) -> Result<Kernel, Error> {
+pub fn variant_kernel(
+    scn: &Scenario,
+    name: &str,
+    v: &Variant,
+    build: bool,
+) -> Result<Kernel, Error> {
     let spec = KernelSpec {
         base: v.base.clone(),
         patches: v.patches.iter().map(|p| scn.resolve(p)).collect(),
         configs: v.config.iter().map(|p| scn.resolve(p)).collect(),
     };
     spec.kernel(build).map_err(|e| match e {
-        artifacts::Error::KernelInput(msg) => {
+        artifacts::Error::KernelInput(mut msg) => {
+            // Name inputs as the scenario file does, not by absolute path.
+            for (given, resolved) in v
+                .patches
+                .iter()
+                .chain(&v.config)
+                .map(|p| (p, scn.resolve(p)))
+            {
+                if let Ok(abs) = resolved.canonicalize() {
+                    msg = msg.replace(&abs.display().to_string(), &given.display().to_string());
+                }
+            }
             let key = if msg.starts_with("patch") {
                 "patches"
             } else if msg.starts_with("config") {
@@ -132,7 +152,8 @@ pub fn variant_kernel(scn: &Scenario, name: &str, v: &Variant, build: bool) -> R
             } else {
                 "["
             };
-            scn.error_at_variant(name, key, format!("kernel.{name}: {msg}")).into()
+            scn.error_at_variant(name, key, format!("kernel.{name}: {msg}"))
+                .into()
         }
         e => e.into(),
     })
@@ -175,7 +196,10 @@ pub fn prepare(
     let g = &scenario.guest;
     let boot = BootConfig {
         kernel: k.clone(),
-        initramfs: Arc::new(artifacts::build_initramfs(&artifacts::guest_bin_dir(), &payload)?),
+        initramfs: Arc::new(artifacts::build_initramfs(
+            &artifacts::guest_bin_dir(),
+            &payload,
+        )?),
         // Every scenario guest stops at the snapshot point when asked, so a
         // cold run and a restored run execute the same guest code.
         cmdline: boot::cmdline(
@@ -323,7 +347,11 @@ impl Prepared {
             }
         };
         eprintln!(
-            "preemptor: snapshot taken at the workload's ready point after {:.1} s of boot",
+            "preemptor: snapshot taken {} after {:.1} s of boot",
+            match self.snapshot_at {
+                SnapshotAt::Ready => "at the program's ready point",
+                SnapshotAt::Start => "just before the program started",
+            },
             t.elapsed().as_secs_f64()
         );
         if let Some((path, key)) = &kept {
