@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The main job: build what is missing, then run the seed scenario
-# (scenarios/do-exit-race.toml) on the fixed and the fix-reverted kernel,
+# (scenarios/do-exit-race/) on each kernel variant it declares (fixed, and with the fix reverted),
 # with and without injection, and print the verdict table.
 # Extra arguments go to `preemptor demo` (e.g. --runs 20 --out runs/).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash guest/build.sh >/dev/null
 cargo build --release -p preemptor
-exec ./target/release/preemptor demo "$@"
+exec ./target/release/preemptor demo scenarios/do-exit-race "$@"

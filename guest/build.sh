@@ -13,4 +13,8 @@ root=$(dirname "$here")
 RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols -C opt-level=s" cargo build --quiet --release \
     -p preemptor-guest --target x86_64-unknown-linux-gnu \
     --manifest-path "$root/Cargo.toml" --target-dir "$root/target/guest"
+# The workloads the VMM may name: the binary lists them itself (static, so
+# it runs on the host too).
+bin=$root/target/guest/x86_64-unknown-linux-gnu/release/preemptor-guest
+"$bin" --list > "$(dirname "$bin")/workloads"
 bash "$here/kernel/build.sh" >/dev/null

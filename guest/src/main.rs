@@ -5,6 +5,14 @@ fn main() {
     if name == "init" {
         return preemptor_guest::init::main();
     }
+    // guest/build.sh runs this static binary on the host once to write the
+    // list of workloads the VMM may start.
+    if std::env::args().nth(1).as_deref() == Some("--list") {
+        for (n, _) in preemptor_guest::WORKLOADS {
+            println!("{n}");
+        }
+        return;
+    }
     match preemptor_guest::WORKLOADS.iter().find(|(n, _)| *n == name) {
         Some((_, run)) => run(),
         None => {

@@ -187,8 +187,15 @@ fn sniff(path: &Path) -> Result<KernelFormat, Error> {
     Err(Error::NotAKernel(path.into()))
 }
 
-/// Workloads of the guest binary (guest/src/lib.rs), as `/bin/<name>`.
-pub const WORKLOADS: &[&str] = &["hello", "exit-race"];
+/// The built-in workloads of the guest binary (guest/src/lib.rs), each
+/// `/bin/<name>` in the guest: the list guest/build.sh wrote beside it
+/// (`preemptor-guest --list`), so the VMM knows none of them by name.
+pub fn workloads(bin_dir: &Path) -> Result<Vec<String>, Error> {
+    let list = bin_dir.join("workloads");
+    std::fs::read_to_string(&list)
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .map_err(|_| Error::GuestProgramMissing(list))
+}
 
 /// The guest's multi-call binary, built by guest/build.sh.
 pub const GUEST_BINARY: &str = "preemptor-guest";
@@ -208,8 +215,9 @@ pub struct Payload {
 impl Payload {
     /// A built-in workload of the guest binary with its arguments.
     pub fn workload(name: &str, args: &[String]) -> Result<Self, Error> {
-        if !WORKLOADS.contains(&name) {
-            return Err(Error::UnknownWorkload(name.into(), WORKLOADS.join(", ")));
+        let known = workloads(&guest_bin_dir())?;
+        if !known.iter().any(|w| w == name) {
+            return Err(Error::UnknownWorkload(name.into(), known.join(", ")));
         }
         let mut argv = vec![format!("/bin/{name}")];
         argv.extend(args.iter().cloned());
@@ -300,7 +308,7 @@ pub fn build_initramfs(bin_dir: &Path, payload: &Payload) -> Result<Vec<u8>, Err
     for (name, mode, data) in files {
         entries.push((node(&name, mode, ModeFileType::Regular), Cursor::new(data)));
     }
-    for w in WORKLOADS {
+    for w in workloads(bin_dir)? {
         entries.push((
             node(&format!("bin/{w}"), 0o777, ModeFileType::Symlink),
             Cursor::new(b"/init".to_vec()),
