@@ -212,3 +212,41 @@ fn unknown_variant_is_one_line() {
         "{e}"
     );
 }
+
+/// A BUG in a function the compiler inlined (the fixture's exit_mm(), in
+/// do_exit()): the title comes from the symbolized report and names the
+/// inlined function; the raw title is kept; `report` on the saved console
+/// gives the same title.
+#[test]
+fn bug_in_an_inlined_function_is_titled_by_it() {
+    require_kvm();
+    let out = tmp("inline-bug");
+    let j = run_json(
+        "tests/fixtures/inline-bug",
+        &["--out", out.to_str().unwrap()],
+    );
+    let v = &runs(&j)[0]["verdict"];
+    assert_eq!(v["title"], "kernel BUG in exit_mm", "{v}");
+    assert_eq!(v["raw_title"], "kernel BUG in do_exit", "{v}");
+    assert_eq!(j["ok"], true);
+    assert_eq!(reports_match_runs(&out), 1);
+}
+
+/// Exit status with a kernel path: no expectation means every run must be
+/// clean (a crash exits 1); `--expect` supplies one.
+#[test]
+fn exit_status_with_a_kernel_path_follows_the_readme() {
+    require_kvm();
+    let o = preemptor(&["kernel", "build", "tests/fixtures/inline-bug"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dir = stdout(&o).trim().strip_prefix("bug ").unwrap().to_string();
+    let vmlinux = format!("{dir}/vmlinux");
+    for (extra, want) in [(None, 1), (Some("crash"), 0), (Some("clean"), 1)] {
+        let mut args = vec!["run", "tests/fixtures/inline-bug", "--kernel", &vmlinux];
+        if let Some(e) = extra {
+            args.extend(["--expect", e]);
+        }
+        let o = preemptor(&args);
+        assert_eq!(o.status.code(), Some(want), "--expect {extra:?}");
+    }
+}

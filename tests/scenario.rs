@@ -3,16 +3,22 @@ use preemptor_e2e::*;
 
 const SCN: &str = "scenarios/do-exit-race";
 
+/// One run; its saved console must give its title under `report`.
 fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
+    let out = tmp(&format!("run1-{kernel}-{}", extra.len()));
     let mut args = vec!["run", SCN, "--kernel", kernel, "--runs", "1", "--json"];
     args.extend_from_slice(extra);
-    retry_on_host_flake(kernel, || {
+    args.extend_from_slice(&["--out", out.to_str().unwrap()]);
+    let j = retry_on_host_flake(kernel, || {
+        let _ = std::fs::remove_dir_all(&out);
         let o = preemptor(&args);
         assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
         let j = json(&o);
         let flaked = run_flaked(&j);
         (j, flaked)
-    })
+    });
+    assert_eq!(reports_match_runs(&out), 1);
+    j
 }
 
 #[test]

@@ -75,3 +75,36 @@ fn vcpu1_stalls_200ms_at_try_to_wake_up_while_vcpu0_runs() {
     // The diagram on stderr shows the stall in vCPU 1's column.
     assert!(stderr(&o).contains("stalled (200ms)"));
 }
+
+/// A site in a function the compiler inlined (`exit_mm`, folded into
+/// `do_exit`), named by its own name, is armed in its caller and hit: the
+/// workload's exit takes mmap_lock there.
+#[test]
+fn site_in_an_inlined_function_is_hit() {
+    require_kvm();
+    let trace = tmp("inlined").join("trace.jsonl");
+    let o = retry_on_host_flake("inlined site", || {
+        let o = preemptor(&[
+            "boot",
+            "--json",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--break",
+            "exit_mm/call:down_read,name=exitmm",
+        ]);
+        let flaked = boot_flaked(&json(&o));
+        (o, flaked)
+    });
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("trigger exitmm at do_exit+0x"),
+        "{}",
+        stderr(&o)
+    );
+    let hits = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"exitmm\""))
+        .count();
+    assert!(hits > 0, "the inlined copy was never hit");
+}

@@ -123,3 +123,33 @@ pub fn tmp(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Every console.log under `out` (as `run --out` writes them) gives, under
+/// `preemptor report`, the title its run got (verdict.json beside it), or
+/// "no crash" where the run had none. Returns how many were checked.
+pub fn reports_match_runs(out: &std::path::Path) -> usize {
+    let mut checked = 0;
+    let mut dirs = vec![out.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            if p.file_name().is_none_or(|n| n != "console.log") {
+                continue;
+            }
+            let verdict: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(p.with_file_name("verdict.json")).unwrap(),
+            )
+            .unwrap();
+            let o = preemptor(&["report", "--json", p.to_str().unwrap()]);
+            let r = json(&o);
+            let want = &verdict["verdict"]["title"];
+            assert_eq!(&r["title"], want, "{}: report vs run", p.display());
+            checked += 1;
+        }
+    }
+    checked
+}

@@ -515,3 +515,51 @@ fn stripped_vmlinux_uses_system_map() {
         Err(Error::NoDwarf(_))
     ));
 }
+
+/// Functions the compiler inlined (`-Os`) are named by their own name:
+/// each inlined copy, in its caller, with the call's file:line; patterns
+/// are scoped to the copy's ranges, so one site fits both builds.
+#[test]
+fn inlined_functions_resolve_to_their_copies() {
+    for s in [fixed(), reverted()] {
+        let copies = s.inlined("ttwu_runnable").unwrap();
+        assert_eq!(copies.len(), 1, "{copies:?}");
+        let c = &copies[0];
+        assert!(c.caller.name.starts_with("try_to_wake_up"), "{c:?}");
+        assert!(
+            c.call_site
+                .as_deref()
+                .is_some_and(|l| l.starts_with("kernel/sched/core.c:")),
+            "{c:?}"
+        );
+        assert!(c.contains(c.entry));
+
+        // The rq lock taken inside the copy: the call at its source line.
+        let site = one(s, "ttwu_runnable/call:__task_rq_lock");
+        assert_eq!(
+            site.location,
+            loc("kernel/sched/core.c", TTWU_RUNNABLE_RQ_LOCK_LINE)
+        );
+        assert!(c.contains(site.addr));
+        assert_eq!(site.function, c.caller.name);
+        assert!(site
+            .inlined
+            .as_deref()
+            .unwrap()
+            .contains("inlined into try_to_wake_up"));
+        // Named by caller too; the same address.
+        assert_eq!(
+            one(s, "ttwu_runnable@try_to_wake_up/call:__task_rq_lock").addr,
+            site.addr
+        );
+        // The bare name is the copy's first instruction.
+        assert_eq!(one(s, "ttwu_runnable").addr, c.entry);
+        // An offset into a copy means nothing.
+        let reason = site_error(s, "ttwu_runnable+0x4");
+        assert!(reason.contains("inlined"), "{reason}");
+        assert!(matches!(
+            s.resolve("ttwu_runnable@do_exit"),
+            Err(Error::NoFunction(m)) if m.contains("inlined into: try_to_wake_up")
+        ));
+    }
+}

@@ -246,6 +246,14 @@ fn execute(
     };
 
     let console = Console::new(cfg.console.clone(), start).map_err(Error::Console)?;
+    // `preemptor report` on the log symbolizes with this kernel's vmlinux.
+    if let Some(v) = &cfg.kernel.vmlinux {
+        console.note(&format!(
+            "{}{}",
+            crate::devices::console::KERNEL_NOTE,
+            v.display()
+        ));
+    }
     if let Some(st) = &restore {
         console.note(&format!(
             "snapshot restored in {:.1} ms: {} pages ({:.1} MiB{}) copied in {:.1} ms",

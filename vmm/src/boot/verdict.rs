@@ -1,6 +1,8 @@
 //! A run's verdict, from how it ended, the init's markers and the report
 //! classifier's reading of the console.
 use super::RunOutput;
+use crate::debug::symbolize::symbolize_report;
+use crate::debug::symbols::Symbols;
 use crate::report;
 use crate::vstate::End;
 use serde::Serialize;
@@ -16,9 +18,14 @@ pub enum Verdict {
     },
     /// The kernel crashed (or the machine died without a word).
     Crash {
+        /// From the symbolized report when the kernel's vmlinux was at
+        /// hand (names the inlined function a bug is in), else the raw one.
         title: String,
         crash_type: String,
         corrupted: bool,
+        /// The title of the console report as printed (unsymbolized).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        raw_title: Option<String>,
     },
     /// Wall-clock timeout without an end.
     Hang,
@@ -89,12 +96,25 @@ pub fn markers(out: &RunOutput) -> Markers {
     m
 }
 
-pub fn verdict(out: &RunOutput) -> Verdict {
-    if let Some(r) = report::classify(&out.console.text()) {
-        return Verdict::Crash {
-            title: r.title,
-            crash_type: r.crash_type,
-            corrupted: r.corrupted,
+/// The run's verdict. With the kernel's symbols, a crash is titled from
+/// the symbolized report (see [`crate::debug::symbolize`]), as syzbot does.
+pub fn verdict(out: &RunOutput, syms: Option<&Symbols>) -> Verdict {
+    let text = out.console.text();
+    if let Some(r) = report::classify(&text) {
+        let sym = syms.and_then(|s| report::classify(&symbolize_report(&text, s)));
+        return match sym {
+            Some(sr) => Verdict::Crash {
+                title: sr.title,
+                crash_type: sr.crash_type,
+                corrupted: sr.corrupted,
+                raw_title: Some(r.title),
+            },
+            None => Verdict::Crash {
+                title: r.title,
+                crash_type: r.crash_type,
+                corrupted: r.corrupted,
+                raw_title: None,
+            },
         };
     }
     let m = markers(out);
@@ -112,11 +132,13 @@ pub fn verdict(out: &RunOutput) -> Verdict {
             title: format!("unclassified kernel report ({})", line.trim()),
             crash_type: "UNKNOWN".into(),
             corrupted: true,
+            raw_title: None,
         },
         End::TripleFault { .. } => Verdict::Crash {
             title: "triple fault".into(),
             crash_type: "TRIPLE-FAULT".into(),
             corrupted: false,
+            raw_title: None,
         },
         End::Reset => match m.status {
             Some(0) => Verdict::Clean,
@@ -127,6 +149,7 @@ pub fn verdict(out: &RunOutput) -> Verdict {
                 title: "guest restarted before the workload ended".into(),
                 crash_type: "UNKNOWN".into(),
                 corrupted: true,
+                raw_title: None,
             },
         },
     }

@@ -143,7 +143,12 @@ pub fn run(a: BootArgs) -> Result<i32, UsageError> {
         .clone()
         .map(|e| e as Arc<dyn crate::vstate::DebugHandler>);
     let out = boot::run(&cfg, &profile, handler)?;
-    let v = verdict::verdict(&out);
+    let syms = cfg
+        .kernel
+        .vmlinux
+        .as_ref()
+        .and_then(|v| Symbols::load(v).ok());
+    let v = verdict::verdict(&out, syms.as_ref());
     let m = verdict::markers(&out);
     if let Some(e) = &engine {
         if let Some(p) = &a.trace {

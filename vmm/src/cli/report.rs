@@ -1,16 +1,27 @@
 //! `preemptor report`: the console classifier over log files.
 use super::UsageError;
+use crate::debug::symbolize::symbolize_report;
+use crate::debug::symbols::Symbols;
+use crate::devices::console;
 use crate::report::classify;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// Console logs (raw guest console text).
+    /// Console logs: raw guest console text, or the console.log files
+    /// preemptor writes (their host timestamps and notes are stripped).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// One JSON object per file per line.
     #[arg(long)]
     pub json: bool,
+    /// Symbolize the report with this vmlinux before titling it (a
+    /// preemptor console.log names its own; raw logs are titled as they are).
+    #[arg(long)]
+    pub vmlinux: Option<PathBuf>,
+    /// Print the (symbolized) guest text that was classified.
+    #[arg(long)]
+    pub print: bool,
 }
 
 /// Exit status 1 when any file holds a crash, so scripts can branch on it.
@@ -18,8 +29,21 @@ pub fn run(a: ReportArgs) -> Result<i32, UsageError> {
     let mut any = false;
     for f in &a.files {
         let bytes = std::fs::read(f).map_err(|e| UsageError(format!("{}: {e}", f.display())))?;
-        let text = String::from_utf8_lossy(&bytes).replace('\r', "");
+        let raw = String::from_utf8_lossy(&bytes).replace('\r', "");
+        let mut text = console::guest_text(&raw);
+        // A preemptor log names its vmlinux: title from the symbolized
+        // report, as the run did.
+        let vmlinux = a.vmlinux.clone().or_else(|| console::log_vmlinux(&raw));
+        if let Some(v) = vmlinux.filter(|v| v.exists()) {
+            let syms = Symbols::load(&v)?;
+            if classify(&text).is_some() {
+                text = symbolize_report(&text, &syms);
+            }
+        }
         let r = classify(&text);
+        if a.print {
+            print!("{text}");
+        }
         any |= r.is_some();
         if a.json {
             let j = serde_json::json!({

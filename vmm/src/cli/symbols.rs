@@ -24,17 +24,75 @@ pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
         .ok_or(UsageError(format!("no vmlinux for {}", k.path.display())))?;
     let syms = Symbols::load(&vmlinux)?;
     let sites = syms.resolve(&a.site)?;
+    // A name the compiler inlined: say where its copies went.
+    let base = a.site.split(['/', '+', ':']).next().unwrap_or("");
+    let (inl, caller) = match base.split_once('@') {
+        Some((f, c)) => (f, Some(c)),
+        None => (base, None),
+    };
+    let copies: Vec<_> = if sites.iter().any(|s| s.inlined.is_some()) {
+        syms.inlined(inl)?
+            .into_iter()
+            .filter(|i| caller.is_none_or(|c| i.caller.name == c))
+            .collect()
+    } else {
+        vec![]
+    };
+    if !copies.is_empty() {
+        let n = copies.len();
+        println!(
+            "{inl} is inlined ({n} {}):",
+            if n == 1 { "copy" } else { "copies" }
+        );
+        for i in &copies {
+            println!(
+                "  into {} at {} ({} bytes in {} range{})",
+                i.caller.name,
+                i.call_site.as_deref().unwrap_or("?"),
+                i.ranges.iter().map(|(b, e)| e - b).sum::<u64>(),
+                i.ranges.len(),
+                if i.ranges.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
     for s in &sites {
         println!(
-            "{:#x} {}+{:#x} {} {}",
+            "{:#x} {}+{:#x} {} {}{}",
             s.addr,
             s.function,
             s.offset,
             s.text,
-            s.location.as_deref().unwrap_or("?")
+            s.location.as_deref().unwrap_or("?"),
+            s.inlined
+                .as_ref()
+                .map(|i| format!(" [{i}]"))
+                .unwrap_or_default()
         );
     }
     if a.disasm {
+        if !copies.is_empty() {
+            for i in &copies {
+                println!("\n{}:", i.describe());
+                for ins in syms
+                    .disasm(&i.caller)?
+                    .into_iter()
+                    .filter(|x| i.contains(x.addr))
+                {
+                    let mark = if sites.iter().any(|s| s.addr == ins.addr) {
+                        "=>"
+                    } else {
+                        "  "
+                    };
+                    println!(
+                        "{mark} {:<24} {:<48} {}",
+                        format!("{}+{:#x}", i.caller.name, ins.offset),
+                        ins.text,
+                        ins.location.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            return Ok(0);
+        }
         let mut seen = Vec::new();
         for s in &sites {
             if seen.contains(&s.function) {

@@ -1,3 +1,4 @@
 //! Guest debugging: symbols and sites of the guest kernel, guest state at
 //! a breakpoint hit.
+pub mod symbolize;
 pub mod symbols;

@@ -54,6 +54,7 @@ pub struct Symbols {
     /// because the addr2line context caches lazily and is not `Sync`.
     dwarf: OnceLock<Result<Mutex<Dwarf>, String>>,
     members: Mutex<HashMap<(String, String), u64>>,
+    inlined: Mutex<HashMap<String, Vec<Inlined>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,37 @@ pub struct Site {
     pub location: Option<String>,
     /// The instruction at `addr`, gas syntax.
     pub text: String,
+    /// For a site in an inlined copy of a function: which copy
+    /// (`ttwu_runnable inlined into try_to_wake_up at kernel/sched/core.c:4153`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inlined: Option<String>,
+}
+
+/// One inlined copy of a function inside the function it was inlined into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inlined {
+    pub name: String,
+    pub caller: Function,
+    /// Code ranges of the copy, `[begin, end)`.
+    pub ranges: Vec<(u64, u64)>,
+    /// Its first instruction.
+    pub entry: u64,
+    /// `file:line` of the inlined call.
+    pub call_site: Option<String>,
+}
+
+impl Inlined {
+    pub fn contains(&self, addr: u64) -> bool {
+        self.ranges.iter().any(|&(b, e)| addr >= b && addr < e)
+    }
+
+    /// `ttwu_runnable inlined into try_to_wake_up at kernel/sched/core.c:4153`
+    pub fn describe(&self) -> String {
+        match &self.call_site {
+            Some(at) => format!("{} inlined into {} at {at}", self.name, self.caller.name),
+            None => format!("{} inlined into {}", self.name, self.caller.name),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -161,6 +193,7 @@ impl Symbols {
             image: Image::load(vmlinux)?,
             dwarf: OnceLock::new(),
             members: Mutex::new(HashMap::new()),
+            inlined: Mutex::new(HashMap::new()),
         })
     }
 
@@ -285,8 +318,97 @@ impl Symbols {
             .collect())
     }
 
-    /// Breakpoint addresses for a site string (see the module docs). Only a
-    /// `file:line` site can yield several; the others yield exactly one.
+    /// The source frames at `addr`, innermost first: (function, file:line)
+    /// of each function inlined there, then of the real function. Empty
+    /// without DWARF for it.
+    pub fn frames(&self, addr: u64) -> Vec<(Option<String>, Option<String>)> {
+        self.dwarf().map(|d| d.frames(addr)).unwrap_or_default()
+    }
+
+    /// Every inlined copy of function `name`, in the functions it was
+    /// inlined into (from DWARF; cached per name).
+    pub fn inlined(&self, name: &str) -> Result<Vec<Inlined>, Error> {
+        if let Some(v) = self
+            .inlined
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(v.clone());
+        }
+        let found = self
+            .dwarf()?
+            .inlined_instances(name)
+            .map_err(Error::Dwarf)?;
+        let v: Vec<Inlined> = found
+            .into_iter()
+            .filter_map(|i| {
+                let caller = self.image.function_at(i.entry)?;
+                Some(Inlined {
+                    name: name.to_string(),
+                    caller: to_function(caller),
+                    ranges: i.ranges,
+                    entry: i.entry,
+                    call_site: i.call_site,
+                })
+            })
+            .collect();
+        self.inlined
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Where a site's function part points: the function itself, or, for
+    /// a function the compiler inlined (`func`, or `func@caller` for the
+    /// copies in one caller), each inlined copy within its caller.
+    fn scopes(&self, name: &str) -> Result<Vec<Scope>, Error> {
+        let copies = |inl: &str, caller: Option<&str>| -> Result<Vec<Scope>, Error> {
+            let all = self.inlined(inl)?;
+            let clone = caller.map(|c| format!("{c}."));
+            let chosen: Vec<Scope> = all
+                .iter()
+                .filter(|i| {
+                    caller.is_none_or(|c| {
+                        i.caller.name == c
+                            || clone.as_ref().is_some_and(|p| i.caller.name.starts_with(p))
+                    })
+                })
+                .map(|i| Scope {
+                    func: i.caller.clone(),
+                    inlined: Some(i.clone()),
+                })
+                .collect();
+            if chosen.is_empty() {
+                let callers: BTreeSet<&str> = all.iter().map(|i| i.caller.name.as_str()).collect();
+                return Err(match (caller, callers.is_empty()) {
+                    (_, true) => Error::NoFunction(inl.to_string()),
+                    (Some(c), false) => Error::NoFunction(format!(
+                        "{inl}@{c}` (`{inl}` is inlined into: {})",
+                        callers.into_iter().collect::<Vec<_>>().join(", ")
+                    )),
+                    (None, false) => unreachable!(),
+                });
+            }
+            Ok(chosen)
+        };
+        if let Some((inl, caller)) = name.split_once('@') {
+            return copies(inl, Some(caller));
+        }
+        match self.function(name) {
+            Ok(f) => Ok(vec![Scope {
+                func: f,
+                inlined: None,
+            }]),
+            Err(Error::NoFunction(_)) => copies(name, None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Breakpoint addresses for a site string (see the module docs). A
+    /// `file:line` site can yield several, and so can a site in a function
+    /// the compiler inlined (one per inlined copy); the others yield one.
     pub fn resolve(&self, site: &str) -> Result<Vec<Site>, Error> {
         let fail = |reason: String| Error::Site {
             site: site.trim().to_string(),
@@ -294,26 +416,53 @@ impl Symbols {
         };
         match SiteSpec::parse(site).map_err(fail)? {
             SiteSpec::Function { name, offset } => {
-                let f = self.function(&name)?;
-                let off = offset.unwrap_or(0);
-                if off >= f.size {
-                    return Err(fail(format!(
-                        "{}+{off:#x} is outside the function (size {:#x})",
-                        f.name, f.size
-                    )));
+                let mut out = Vec::new();
+                for sc in self.scopes(&name)? {
+                    let f = &sc.func;
+                    let insns = self.decode(f)?;
+                    if let Some(i) = &sc.inlined {
+                        if offset.is_some() {
+                            return Err(fail(format!(
+                                "`{}` is inlined ({}); an offset into it means nothing: \
+                                 use a pattern ({}/store:...) or file:line",
+                                i.name,
+                                i.describe(),
+                                i.name
+                            )));
+                        }
+                        let d = insns
+                            .iter()
+                            .find(|d| d.insn.addr >= i.entry)
+                            .ok_or_else(|| {
+                                fail(format!("nothing decodes at the entry of {}", i.describe()))
+                            })?;
+                        out.push(to_site(f, &d.insn, Some(i)));
+                        continue;
+                    }
+                    let off = offset.unwrap_or(0);
+                    if off >= f.size {
+                        return Err(fail(format!(
+                            "{}+{off:#x} is outside the function (size {:#x})",
+                            f.name, f.size
+                        )));
+                    }
+                    let at = insns
+                        .iter()
+                        .find(|d| off < d.insn.offset + d.insn.len as u64);
+                    match at {
+                        Some(d) if d.insn.offset == off => out.push(to_site(f, &d.insn, None)),
+                        Some(d) => {
+                            return Err(fail(format!(
+                                "{}+{off:#x} is inside the instruction at +{:#x} ({})",
+                                f.name, d.insn.offset, d.insn.text
+                            )))
+                        }
+                        None => {
+                            return Err(fail(format!("nothing decodes at {}+{off:#x}", f.name)))
+                        }
+                    }
                 }
-                let insns = self.decode(&f)?;
-                let at = insns
-                    .iter()
-                    .find(|d| off < d.insn.offset + d.insn.len as u64);
-                match at {
-                    Some(d) if d.insn.offset == off => Ok(vec![to_site(&f, &d.insn)]),
-                    Some(d) => Err(fail(format!(
-                        "{}+{off:#x} is inside the instruction at +{:#x} ({})",
-                        f.name, d.insn.offset, d.insn.text
-                    ))),
-                    None => Err(fail(format!("nothing decodes at {}+{off:#x}", f.name))),
-                }
+                Ok(out)
             }
             SiteSpec::Line { file, line } => self.resolve_line(&file, line).map_err(fail),
             SiteSpec::Pattern {
@@ -322,55 +471,82 @@ impl Symbols {
                 nth,
                 next,
             } => {
-                let f = self.function(&function)?;
-                let insns = self.decode(&f)?;
-                let matching = self.matches(&insns, &pattern)?;
-                let list = |idx: &[usize]| {
-                    idx.iter()
-                        .enumerate()
-                        .map(|(k, &i)| {
-                            format!(
-                                "#{} +{:#x} ({})",
-                                k + 1,
-                                insns[i].insn.offset,
-                                insns[i].insn.text
-                            )
+                let scopes = self.scopes(&function)?;
+                let mut out = Vec::new();
+                let mut empty = Vec::new();
+                for sc in &scopes {
+                    let f = &sc.func;
+                    let what = match &sc.inlined {
+                        Some(i) => i.describe(),
+                        None => f.name.clone(),
+                    };
+                    let insns = self.decode(f)?;
+                    let matching: Vec<usize> = self
+                        .matches(&insns, &pattern)?
+                        .into_iter()
+                        .filter(|&k| {
+                            sc.inlined
+                                .as_ref()
+                                .is_none_or(|i| i.contains(insns[k].insn.addr))
                         })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                let chosen = match (nth, matching.len()) {
-                    (_, 0) => {
-                        return Err(fail(match &pattern {
-                            Pattern::Call { target } => format!("{} has no direct call of {target}", f.name),
-                            Pattern::Store { ty, member } | Pattern::Load { ty, member } => format!(
-                                "no instruction in {} {} memory at [reg+{:#x}] (offsetof({ty}, {member}))",
-                                f.name,
-                                if matches!(pattern, Pattern::Store { .. }) { "writes" } else { "reads" },
-                                self.member_offset(ty, member)?
-                            ),
-                        }))
-                    }
-                    (None, 1) => matching[0],
-                    (None, n) => {
-                        return Err(fail(format!(
-                            "{n} instructions match, pick one with #N: {}",
-                            list(&matching)
-                        )))
-                    }
-                    (Some(k), n) if k > n => {
-                        return Err(fail(format!("#{k} asked for, but only {n} match: {}", list(&matching))))
-                    }
-                    (Some(k), _) => matching[k - 1],
-                };
-                let i = if next { chosen + 1 } else { chosen };
-                let d = insns.get(i).ok_or_else(|| {
-                    fail(format!(
-                        "the match at +{:#x} is the last instruction of {}; there is no /next",
-                        insns[chosen].insn.offset, f.name
-                    ))
-                })?;
-                Ok(vec![to_site(&f, &d.insn)])
+                        .collect();
+                    let list = |idx: &[usize]| {
+                        idx.iter()
+                            .enumerate()
+                            .map(|(k, &i)| {
+                                format!(
+                                    "#{} +{:#x} ({})",
+                                    k + 1,
+                                    insns[i].insn.offset,
+                                    insns[i].insn.text
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let chosen = match (nth, matching.len()) {
+                        (_, 0) => {
+                            empty.push(what);
+                            continue;
+                        }
+                        (None, 1) => matching[0],
+                        (None, n) => {
+                            return Err(fail(format!(
+                                "{n} instructions match in {what}, pick one with #N: {}",
+                                list(&matching)
+                            )))
+                        }
+                        (Some(k), n) if k > n => {
+                            return Err(fail(format!(
+                                "#{k} asked for, but only {n} match in {what}: {}",
+                                list(&matching)
+                            )))
+                        }
+                        (Some(k), _) => matching[k - 1],
+                    };
+                    let i = if next { chosen + 1 } else { chosen };
+                    let d = insns.get(i).ok_or_else(|| {
+                        fail(format!(
+                            "the match at +{:#x} is the last instruction of {}; there is no /next",
+                            insns[chosen].insn.offset, f.name
+                        ))
+                    })?;
+                    out.push(to_site(f, &d.insn, sc.inlined.as_ref()));
+                }
+                if out.is_empty() {
+                    return Err(fail(match &pattern {
+                        Pattern::Call { target } => {
+                            format!("{} has no direct call of {target}", empty.join(", "))
+                        }
+                        Pattern::Store { ty, member } | Pattern::Load { ty, member } => format!(
+                            "no instruction in {} {} memory at [reg+{:#x}] (offsetof({ty}, {member}))",
+                            empty.join(", "),
+                            if matches!(pattern, Pattern::Store { .. }) { "writes" } else { "reads" },
+                            self.member_offset(ty, member)?
+                        ),
+                    }));
+                }
+                Ok(out)
             }
         }
     }
@@ -467,7 +643,7 @@ impl Symbols {
                     addr - f.addr
                 )
             })?;
-            sites.push(to_site(f, insn));
+            sites.push(to_site(f, insn, None));
         }
         Ok(sites)
     }
@@ -527,14 +703,22 @@ fn to_function(s: &Sym) -> Function {
     }
 }
 
-fn to_site(f: &Function, insn: &Insn) -> Site {
+fn to_site(f: &Function, insn: &Insn, inlined: Option<&Inlined>) -> Site {
     Site {
         addr: insn.addr,
         function: f.name.clone(),
         offset: insn.offset,
         location: insn.location.clone(),
         text: insn.text.clone(),
+        inlined: inlined.map(|i| i.describe()),
     }
+}
+
+/// A function body a site is looked for in: a whole function, or the
+/// ranges of one inlined copy inside its caller.
+struct Scope {
+    func: Function,
+    inlined: Option<Inlined>,
 }
 
 #[cfg(test)]

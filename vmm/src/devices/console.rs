@@ -38,6 +38,46 @@ impl Default for ConsoleConfig {
 
 type EndHook = Box<dyn Fn(&str) + Send>;
 
+/// First line of every console log file: says the lines carry host
+/// timestamps, so [`guest_text`] can give back what the guest printed.
+pub const LOG_HEADER: &str =
+    "[preemptor] console log: [host seconds since VM start] guest line; [preemptor] lines are the VMM's";
+
+/// The VMM's note naming the run's vmlinux (`[preemptor] vmlinux PATH`).
+pub const KERNEL_NOTE: &str = "vmlinux ";
+
+/// The vmlinux a console log file names, if it does.
+pub fn log_vmlinux(text: &str) -> Option<std::path::PathBuf> {
+    if !text.starts_with(LOG_HEADER) {
+        return None;
+    }
+    text.lines().find_map(|l| {
+        let (_, note) = l.split_once("] [preemptor] ")?;
+        note.strip_prefix(KERNEL_NOTE).map(std::path::PathBuf::from)
+    })
+}
+
+/// The guest's own text of a console log file (host timestamps and the
+/// VMM's notes removed), or the text as it is if it is not such a log.
+pub fn guest_text(text: &str) -> String {
+    let Some(rest) = text.strip_prefix(LOG_HEADER) else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(rest.len());
+    for line in rest.lines() {
+        let line = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            Some((stamp, guest)) if stamp.trim().parse::<f64>().is_ok() => guest,
+            _ => line,
+        };
+        if line.starts_with("[preemptor] ") || line.is_empty() && out.is_empty() {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 struct Inner {
     cfg: ConsoleConfig,
     start: Instant,
@@ -59,7 +99,12 @@ pub struct Console(Arc<Mutex<Inner>>);
 impl Console {
     pub fn new(cfg: ConsoleConfig, start: Instant) -> std::io::Result<Self> {
         let log = match &cfg.log {
-            Some(p) => Some(BufWriter::new(File::create(p)?)),
+            Some(p) => {
+                let mut f = BufWriter::new(File::create(p)?);
+                f.write_all(LOG_HEADER.as_bytes())?;
+                f.write_all(b"\n")?;
+                Some(f)
+            }
             None => None,
         };
         Ok(Self(Arc::new(Mutex::new(Inner {
@@ -200,6 +245,30 @@ mod tests {
         c.write_all(&[b'x'; 100]).unwrap();
         assert_eq!(c.text().len(), 64);
         assert!(c.dropped() > 0);
+    }
+
+    #[test]
+    fn log_file_gives_back_the_guest_text() {
+        let dir = std::env::temp_dir().join(format!("preemptor-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("console.log");
+        let mut c = Console::new(
+            ConsoleConfig {
+                log: Some(log.clone()),
+                ..Default::default()
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        let guest = "[    1.000000][    T1] kernel BUG at kernel/sched/core.c:6604!\nplain\n";
+        c.note("snapshot restored");
+        c.write_all(guest.as_bytes()).unwrap();
+        c.note("run ended");
+        c.flush();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_ne!(text, guest);
+        assert_eq!(guest_text(&text), guest);
+        assert_eq!(guest_text(guest), guest, "raw text stays as it is");
     }
 
     #[test]

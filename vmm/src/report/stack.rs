@@ -16,7 +16,12 @@ pub(super) fn compile(re: &str) -> Regex {
     let re = re
         .replace("{{ADDR}}", "0x[0-9a-f]+")
         .replace("{{PC}}", r"\[<?(?:0x)?[0-9a-f]+>?\]")
-        .replace("{{FUNC}}", r"([a-zA-Z0-9_]+)(?:\.|\+)")
+        // A frame is `func+0x..`, `func.clone+0x..`, or a function the
+        // symbolizer found inlined there: `func file.c:LINE [inline]`.
+        .replace(
+            "{{FUNC}}",
+            r"([a-zA-Z0-9_]+)(?:\.|\+| [a-zA-Z0-9_/.\-]+\.[a-z]+:[0-9]+ \[inline\])",
+        )
         .replace("{{SRC}}", r"([a-zA-Z0-9_/.\-]+\.[a-z]+:[0-9]+)");
     Regex::new(&re).unwrap_or_else(|e| panic!("bad report pattern {re:?}: {e}"))
 }

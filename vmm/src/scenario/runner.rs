@@ -229,14 +229,17 @@ pub fn prepare(
         },
         guest_seed: 0,
     };
-    let symbols = if inject && !scenario.triggers.is_empty() {
-        let v = k.vmlinux.as_ref().ok_or(Error::Other(format!(
-            "no vmlinux next to {}",
-            k.path.display()
-        )))?;
-        Some(Symbols::load(v).map_err(|e| Error::Other(e.to_string()))?)
-    } else {
-        None
+    // Symbols place the triggers, and title crashes from the symbolized
+    // report; without a vmlinux only the latter can do without.
+    let symbols = match &k.vmlinux {
+        Some(v) => Some(Symbols::load(v).map_err(|e| Error::Other(e.to_string()))?),
+        None if inject && !scenario.triggers.is_empty() => {
+            return Err(Error::Other(format!(
+                "no vmlinux next to {}: triggers need its symbols",
+                k.path.display()
+            )))
+        }
+        None => None,
     };
     let p = Prepared {
         scenario,
@@ -259,7 +262,8 @@ pub fn prepare(
 
 impl Prepared {
     fn engine(&self, seed: u64) -> Result<Option<Arc<Engine>>, Error> {
-        let Some(syms) = &self.symbols else {
+        let wanted = self.inject && !self.scenario.triggers.is_empty();
+        let Some(syms) = self.symbols.as_ref().filter(|_| wanted) else {
             return Ok(None);
         };
         let s = &self.scenario;
@@ -275,7 +279,6 @@ impl Prepared {
             .map_err(|e| {
                 let name = match &e {
                     crate::stall::engine::Error::Site(n, ..)
-                    | crate::stall::engine::Error::ManySites(n, ..)
                     | crate::stall::engine::Error::Vcpu(n, ..)
                     | crate::stall::engine::Error::UnknownTrigger(n, ..)
                     | crate::stall::engine::Error::UnknownVar(n, ..)
@@ -401,7 +404,7 @@ impl Prepared {
         } else {
             boot::run(&cfg, &self.profile, handler)?
         };
-        let v = verdict::verdict(&o);
+        let v = verdict::verdict(&o, self.symbols.as_ref());
         let restore = match o.restore {
             Some(st) => Some(RestoreInfo {
                 pages: st.pages,
@@ -557,6 +560,60 @@ pub fn meets(rs: &[RunResult], expect: Expect) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn result(v: Verdict, conclusive: bool) -> RunResult {
+        RunResult {
+            index: 0,
+            seed: 1,
+            verdict: v,
+            goal_reached: conclusive,
+            conclusive,
+            workload_started: true,
+            seconds: 1.0,
+            fired: vec![],
+            restore: None,
+            events: vec![],
+            diagram: String::new(),
+        }
+    }
+
+    /// The README's exit status, per expectation (a variant's, `--expect`'s,
+    /// or none, as with a kernel path) and outcome: 0 iff this holds.
+    #[test]
+    fn exit_status_table() {
+        let crash = || Verdict::Crash {
+            title: "t".into(),
+            crash_type: "BUG".into(),
+            corrupted: false,
+            raw_title: None,
+        };
+        let clean = || Verdict::Clean;
+        let failed = || Verdict::WorkloadFailed { status: 1 };
+        use Expect::*;
+        let table: Vec<(Option<Expect>, Vec<RunResult>, bool)> = vec![
+            (Some(Crash), vec![result(crash(), true)], true),
+            (Some(Crash), vec![result(clean(), true)], false),
+            (Some(Clean), vec![result(clean(), true)], true),
+            (Some(Clean), vec![result(crash(), true)], false),
+            // Inconclusive runs (goal not reached) never count as a pass.
+            (Some(Clean), vec![result(clean(), false)], false),
+            (
+                Some(Crash),
+                vec![result(crash(), true), result(clean(), false)],
+                false,
+            ),
+            // No expectation (a kernel path without --expect): clean only.
+            (None, vec![result(clean(), true)], true),
+            (None, vec![result(crash(), true)], false),
+            (None, vec![result(failed(), true)], false),
+            (None, vec![result(Verdict::Hang, true)], false),
+            (None, vec![], true),
+            (Some(Crash), vec![], false),
+        ];
+        for (i, (expect, rs, ok)) in table.iter().enumerate() {
+            assert_eq!(holds(rs, *expect), *ok, "row {i}: {expect:?}");
+        }
+    }
 
     #[test]
     fn wilson_interval() {

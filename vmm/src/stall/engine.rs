@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 pub enum Error {
     #[error("trigger '{0}': site '{1}': {2}")]
     Site(String, String, symbols::Error),
-    #[error("trigger '{0}': site '{1}' is {2} addresses ({3}); name one (e.g. func+off)")]
-    ManySites(String, String, usize, String),
     #[error("trigger '{0}': vCPU {1} does not exist (the guest has {2})")]
     Vcpu(String, usize, usize),
     #[error("trigger '{0}': {1} names no trigger")]
@@ -21,8 +19,8 @@ pub enum Error {
     UnknownVar(String, String),
     #[error("trigger name '{0}' is used twice")]
     DuplicateName(String),
-    #[error("vCPU {0} needs {1} hardware breakpoints; this host has {2} per vCPU")]
-    TooManySites(usize, usize, usize),
+    #[error("vCPU {0} needs {1} hardware breakpoints ({3}); this host has {2} per vCPU: narrow a site (FUNC@CALLER, #N, func+off) or a trigger's vcpus")]
+    TooManySites(usize, usize, usize, String),
     #[error("trigger '{0}': {1}")]
     Invalid(String, String),
     #[error("task predicates need DWARF task_struct layout: {0}")]
@@ -45,9 +43,19 @@ pub struct EngineConfig {
 
 struct Trigger {
     spec: TriggerSpec,
-    addr: u64,
-    site: String,
+    /// Every address of its site (several for a line or an inlined
+    /// function's copies), each with its `func+off`.
+    addrs: Vec<(u64, String)>,
     regs: Vec<(Reg, Value)>,
+}
+
+impl Trigger {
+    fn site_at(&self, addr: u64) -> Option<&str> {
+        self.addrs
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, s)| s.as_str())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -154,39 +162,38 @@ impl Engine {
             let sites = syms
                 .resolve(&s.site)
                 .map_err(|e| Error::Site(s.name.clone(), s.site.clone(), e))?;
-            if sites.len() != 1 {
-                let list: Vec<String> = sites
-                    .iter()
-                    .take(6)
-                    .map(|x| format!("{}+{:#x}", x.function, x.offset))
-                    .collect();
-                return Err(Error::ManySites(
-                    s.name.clone(),
-                    s.site.clone(),
-                    sites.len(),
-                    list.join(", "),
-                ));
-            }
-            let site = &sites[0];
             triggers.push(Trigger {
                 spec: s.clone(),
-                addr: site.addr,
-                site: format!("{}+{:#x}", site.function, site.offset),
+                addrs: sites
+                    .iter()
+                    .map(|x| (x.addr, format!("{}+{:#x}", x.function, x.offset)))
+                    .collect(),
                 regs,
             });
         }
         let mut bps = vec![[None; 4]; cfg.vcpus];
         for (v, slots) in bps.iter_mut().enumerate() {
-            let mut addrs: Vec<u64> = triggers
+            let mut addrs: Vec<(u64, String)> = triggers
                 .iter()
                 .filter(|t| t.spec.vcpus.is_empty() || t.spec.vcpus.contains(&v))
-                .map(|t| t.addr)
+                .flat_map(|t| {
+                    t.addrs
+                        .iter()
+                        .map(|(a, s)| (*a, format!("{}: {s}", t.spec.name)))
+                })
                 .collect();
-            addrs.sort_unstable();
-            addrs.dedup();
+            addrs.sort_unstable_by_key(|a| a.0);
+            addrs.dedup_by_key(|a| a.0);
             if addrs.len() > cfg.hw_slots.min(4) {
-                return Err(Error::TooManySites(v, addrs.len(), cfg.hw_slots.min(4)));
+                let list: Vec<String> = addrs.into_iter().map(|a| a.1).collect();
+                return Err(Error::TooManySites(
+                    v,
+                    list.len(),
+                    cfg.hw_slots.min(4),
+                    list.join(", "),
+                ));
             }
+            let addrs: Vec<u64> = addrs.into_iter().map(|a| a.0).collect();
             for (i, a) in addrs.into_iter().enumerate() {
                 slots[i] = Some(a);
             }
@@ -249,7 +256,11 @@ impl Engine {
     pub fn sites(&self) -> Vec<(String, String, u64)> {
         self.triggers
             .iter()
-            .map(|t| (t.spec.name.clone(), t.site.clone(), t.addr))
+            .flat_map(|t| {
+                t.addrs
+                    .iter()
+                    .map(|(a, site)| (t.spec.name.clone(), site.clone(), *a))
+            })
             .collect()
     }
 
@@ -374,7 +385,10 @@ impl DebugHandler for Engine {
         let mut st = self.lock();
         for (i, t) in self.triggers.iter().enumerate() {
             let s = &t.spec;
-            if t.addr != addr || !(s.vcpus.is_empty() || s.vcpus.contains(&v)) {
+            let Some(site) = t.site_at(addr) else {
+                continue;
+            };
+            if !(s.vcpus.is_empty() || s.vcpus.contains(&v)) {
                 continue;
             }
             self.trace
@@ -428,7 +442,7 @@ impl DebugHandler for Engine {
             if s.max_fires.is_some_and(|m| st.t[i].fires >= m) {
                 st.t[i].armed = false;
             }
-            let mut detail = format!("at {} (hit {n})", t.site);
+            let mut detail = format!("at {site} (hit {n})");
             if let Some((comm, pid, _)) = task.get_or_insert_with(|| self.task_info(ctx)) {
                 detail.push_str(&format!(" {comm}[{pid}]"));
             }

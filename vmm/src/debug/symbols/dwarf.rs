@@ -23,6 +23,18 @@ pub(super) struct Dwarf {
     comp_dir: Option<String>,
 }
 
+/// One inlined copy of a function (`DW_TAG_inlined_subroutine`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InlinedInstance {
+    /// Code address ranges, `[begin, end)`, sorted.
+    pub ranges: Vec<(u64, u64)>,
+    /// Where the copy starts executing (`DW_AT_entry_pc`, else the lowest
+    /// address).
+    pub entry: u64,
+    /// `file:line` of the call that was inlined.
+    pub call_site: Option<String>,
+}
+
 /// Addresses of one line, grouped by the full path that matched.
 pub(super) struct LineMatch {
     pub file: String,
@@ -175,6 +187,115 @@ impl Dwarf {
                 })
                 .collect(),
         ))
+    }
+
+    /// The source frames at `addr`, innermost first: each function inlined
+    /// there with the line it is at, then the real function. Empty when
+    /// the DWARF does not cover `addr`.
+    pub fn frames(&self, addr: u64) -> Vec<(Option<String>, Option<String>)> {
+        let mut out = Vec::new();
+        let Ok(mut it) = self.ctx.find_frames(addr).skip_all_loads() else {
+            return out;
+        };
+        while let Ok(Some(f)) = it.next() {
+            let name = f
+                .function
+                .as_ref()
+                .and_then(|n| n.raw_name().ok().map(|s| s.into_owned()));
+            let loc = f.location.as_ref().and_then(|l| {
+                let file = normalize(l.file?);
+                Some(format!("{}:{}", self.relative(&file), l.line?))
+            });
+            out.push((name, loc));
+        }
+        out
+    }
+
+    /// Every inlined copy of the function `name`: the inlined-subroutine
+    /// entries whose abstract origin is a subprogram of that name in the
+    /// same unit. Only units that declare such a subprogram are walked
+    /// twice; the others cost one pass over their subprogram names.
+    pub fn inlined_instances(&self, name: &str) -> Result<Vec<InlinedInstance>, String> {
+        let err = |e: gimli::Error| e.to_string();
+        let mut out = Vec::new();
+        let mut units = self.dwarf.units();
+        while let Some(header) = units.next().map_err(err)? {
+            let unit = self.dwarf.unit(header).map_err(err)?;
+            let mut origins = BTreeSet::new();
+            let mut cursor = unit.entries();
+            while let Some(e) = cursor.next_dfs().map_err(err)? {
+                if e.tag() == gimli::DW_TAG_subprogram {
+                    if let Some(a) = e.attr(gimli::DW_AT_name) {
+                        if self.name_is(&unit, a.value(), name) {
+                            origins.insert(e.offset());
+                        }
+                    }
+                }
+            }
+            if origins.is_empty() {
+                continue;
+            }
+            let mut cursor = unit.entries();
+            while let Some(e) = cursor.next_dfs().map_err(err)? {
+                if e.tag() != gimli::DW_TAG_inlined_subroutine {
+                    continue;
+                }
+                let Some(AttributeValue::UnitRef(origin)) =
+                    e.attr_value(gimli::DW_AT_abstract_origin)
+                else {
+                    continue;
+                };
+                if !origins.contains(&origin) {
+                    continue;
+                }
+                let mut ranges = Vec::new();
+                let mut it = self.dwarf.die_ranges(&unit, e).map_err(err)?;
+                while let Some(r) = it.next().map_err(err)? {
+                    if r.end > r.begin {
+                        ranges.push((r.begin, r.end));
+                    }
+                }
+                if ranges.is_empty() {
+                    continue;
+                }
+                ranges.sort_unstable();
+                let entry = match e.attr_value(gimli::DW_AT_entry_pc) {
+                    Some(AttributeValue::Addr(a)) => a,
+                    _ => ranges[0].0,
+                };
+                let call_site = self.call_site(&unit, e);
+                out.push(InlinedInstance {
+                    ranges,
+                    entry,
+                    call_site,
+                });
+            }
+        }
+        out.sort_by_key(|i| i.entry);
+        Ok(out)
+    }
+
+    /// `file:line` of an inlined subroutine's call (DW_AT_call_file/line).
+    fn call_site(&self, unit: &Unit, e: &gimli::DebuggingInformationEntry<R>) -> Option<String> {
+        let line = match e.attr_value(gimli::DW_AT_call_line)? {
+            AttributeValue::Udata(l) => l,
+            v => v.udata_value()?,
+        };
+        let index = match e.attr_value(gimli::DW_AT_call_file)? {
+            AttributeValue::FileIndex(i) => i,
+            v => v.udata_value()?,
+        };
+        let program = unit.line_program.as_ref()?;
+        let header = program.header();
+        let file = header.file(index)?;
+        let name = self.attr_string(unit, file.path_name());
+        let dir = file.directory(header).map(|d| self.attr_string(unit, d));
+        let comp_dir = unit
+            .comp_dir
+            .as_ref()
+            .and_then(|d| d.to_string_lossy().ok().map(Cow::into_owned));
+        let full = join(comp_dir.as_deref(), dir.as_deref(), &name);
+        Some(format!("{}:{line}", self.relative(&full)))
     }
 
     fn attr_string(&self, unit: &Unit, attr: AttributeValue<R>) -> String {

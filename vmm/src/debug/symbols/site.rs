@@ -89,6 +89,15 @@ fn is_symbol(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
 }
 
+/// A function as a site names it: `func`, or `func@caller` for the copies
+/// of an inlined `func` inside `caller`.
+fn is_function_ref(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((f, caller)) => is_symbol(f) && is_symbol(caller),
+        None => is_symbol(s),
+    }
+}
+
 fn is_ident(s: &str) -> bool {
     is_symbol(s) && !s.contains('.')
 }
@@ -146,7 +155,7 @@ impl SiteSpec {
             }
             None => (s, None),
         };
-        if !is_symbol(name) {
+        if !is_function_ref(name) {
             return Err(format!(
                 "`{name}` is not a function name (expected FUNC, FUNC+OFF, FILE:LINE or FUNC/PATTERN)"
             ));
@@ -158,7 +167,7 @@ impl SiteSpec {
     }
 
     fn parse_pattern(function: &str, rest: &str) -> Result<SiteSpec, String> {
-        if !is_symbol(function) {
+        if !is_function_ref(function) {
             return Err(format!("`{function}` is not a function name"));
         }
         let (rest, next) = match rest.strip_suffix("/next") {
