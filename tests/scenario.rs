@@ -5,7 +5,7 @@ const SCN: &str = "scenarios/do-exit-race";
 
 /// One run; its saved console must give its title under `report`.
 fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
-    let out = tmp(&format!("run1-{kernel}-{}", extra.len()));
+    let out = tmp(&format!("run1-{kernel}-{}", extra.len()).replace('.', "_"));
     let mut args = vec!["run", SCN, "--kernel", kernel, "--runs", "1", "--json"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["--out", out.to_str().unwrap()]);
@@ -146,4 +146,25 @@ fn restored_runs_match_cold_verdicts() {
         "{e}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same scenario, same triggers, on Debian's 6.12 (`ttwu_do_wakeup` is
+/// inlined there: the waker's site arms each copy, `base` finds the task in
+/// each): the reverted kernel crashes, the fixed one survives.
+#[test]
+fn same_triggers_give_the_seed_verdicts_on_6_12() {
+    require_kvm();
+    for (kernel, want) in [("reverted-6.12", "crash"), ("fixed-6.12", "clean")] {
+        let j = run1(kernel, &[]);
+        let r = &runs(&j)[0];
+        assert_eq!(
+            r["goal_reached"], true,
+            "{kernel}: the race window was reached"
+        );
+        assert_eq!(r["verdict"]["verdict"], want, "{kernel}");
+        if want == "crash" {
+            assert_eq!(r["verdict"]["title"], "kernel BUG in do_task_dead");
+        }
+        assert_eq!(j["ok"], true, "{kernel}");
+    }
 }

@@ -2,8 +2,10 @@
 # Build a preemptor guest kernel: a base, optionally plus patches and config
 # fragments (a scenario's kernel variant).
 #
-#   base     Debian's linux-source-6.1 + config.fragment (over tinyconfig)
-#            + patches/host-compat-kvm-pvm.patch; a full build.
+#   base     a kernel source (debian:6.1 = Debian's linux-source-6.1,
+#            debian:6.12 = linux-source-6.12) + config.fragment over
+#            tinyconfig (+ <base>/config.fragment where a base needs more)
+#            + <base>/host-compat-kvm-pvm.patch; a full build.
 #   variant  the base's build tree + the variant's patches and fragments,
 #            built incrementally; the tree is put back to the base after.
 #
@@ -15,7 +17,7 @@
 # One build tree per base is kept (the newest base key): it is what makes a
 # variant an incremental build.
 #
-# Usage: build.sh [--paths] [--base debian:6.1] [--patch FILE]... [--config FILE]...
+# Usage: build.sh [--paths] [--base debian:6.1|debian:6.12] [--patch FILE]... [--config FILE]...
 #   prints the kernel's directory on stdout.
 #   --paths   print it only if built, else exit 3 (no work, no apt).
 # Exit status: 0 built; 2 bad input: one line "error: ..." on stdout (a
@@ -46,18 +48,22 @@ while (($#)); do
     shift
 done
 
+# A base is a Debian source package; what differs between bases (the
+# host-compat patch, extra config) lives in guest/kernel/<base>/.
 case $base in
-    debian:6.1) pkg=linux-source-6.1 ;;
-    *) fail "unknown kernel base '$base' (known: debian:6.1)" ;;
+    debian:6.1 | debian:6.12) pkg=linux-source-${base#debian:} ;;
+    *) fail "unknown kernel base '$base' (known: debian:6.1, debian:6.12)" ;;
 esac
 deps=("$pkg" gcc make bc flex bison libelf-dev libssl-dev xz-utils patch python3)
-fragment=$here/config.fragment
-compat=$here/patches/host-compat-kvm-pvm.patch
+basedir=$here/${base/:/-}
+fragments=("$here/config.fragment")
+[[ -f $basedir/config.fragment ]] && fragments+=("$basedir/config.fragment")
+compat=$basedir/host-compat-kvm-pvm.patch
 
 pkg_version() { dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true; }
 
 base_key() {
-    { echo "$base $pkg $(pkg_version)"; cat "$fragment" "$compat" "$here/build.sh"; } | sha256sum | cut -c1-16
+    { echo "$base $pkg $(pkg_version)"; cat "${fragments[@]}" "$compat" "$here/build.sh"; } | sha256sum | cut -c1-16
 }
 
 # The variant's key: the base's when it adds nothing.
@@ -149,9 +155,9 @@ fresh_tree() {
     cd "$src"
     patch -p1 -s < "$compat"
     mk tinyconfig >/dev/null
-    scripts/kconfig/merge_config.sh -m -O . .config "$fragment" >/dev/null 2>&1
+    scripts/kconfig/merge_config.sh -m -O . .config "${fragments[@]}" >/dev/null 2>&1
     mk olddefconfig >/dev/null
-    check_fragment "$fragment"
+    for f in "${fragments[@]}"; do check_fragment "$f"; done
     mkdir -p "$state/applied"
     cp .config "$state/base.config"
     echo "$bkey" > "$state/key"

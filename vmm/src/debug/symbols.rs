@@ -20,6 +20,12 @@
 //! several matches are an error that lists them) and `/next` (the
 //! instruction after the match, e.g. "just after the store").
 //!
+//! A function the compiler inlined has no symbol; its name still works:
+//! `FUNC` and `FUNC/pattern` resolve in each inlined copy (DWARF
+//! `DW_TAG_inlined_subroutine`: its ranges, entry and call site), and
+//! `FUNC@CALLER` keeps the copies inside one caller. Such a site may yield
+//! one address per copy.
+//!
 //! Locations (`kernel/sched/core.c:3659`) come from the line-table row
 //! covering the address, relative to the build directory. For inlined code
 //! that is the innermost inlined source line, i.e. the statement the
@@ -316,6 +322,18 @@ impl Symbols {
                 instr,
             })
             .collect())
+    }
+
+    /// The base register (`rsi`, `r13`, ...) of the struct memory operand of
+    /// the instruction at `addr`: not a stack, frame, RIP-relative or
+    /// per-cpu operand. `None` if it has none.
+    pub fn mem_base(&self, addr: u64) -> Option<String> {
+        let bytes = self
+            .image
+            .code(addr, 15)
+            .or_else(|| self.image.code(addr, 1))?;
+        let instr = insn::decode(bytes, addr).into_iter().next()?;
+        insn::struct_base(&instr)
     }
 
     /// The source frames at `addr`, innermost first: (function, file:line)

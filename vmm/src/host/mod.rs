@@ -11,7 +11,7 @@
 //!   `clearcpuid=`);
 //! - user-mode `SYSCALL` is left half done and a guest `int3` is an
 //!   emulation failure: the guest kernel's host-compat patch
-//!   (`guest/kernel/patches/host-compat-kvm-pvm.patch`) handles both when
+//!   (`guest/kernel/<base>/host-compat-kvm-pvm.patch`) handles both when
 //!   `preemptor_kvm_pvm` is on its command line;
 //! - long emulated stretches trip the guest's RCU stall detector: noise,
 //!   not a verdict, so it is suppressed.

@@ -44,17 +44,18 @@ pub struct EngineConfig {
 struct Trigger {
     spec: TriggerSpec,
     /// Every address of its site (several for a line or an inlined
-    /// function's copies), each with its `func+off`.
-    addrs: Vec<(u64, String)>,
+    /// function's copies), each with its `func+off` and the register that
+    /// `base` means there.
+    addrs: Vec<(u64, String, Option<Reg>)>,
     regs: Vec<(Reg, Value)>,
 }
 
 impl Trigger {
-    fn site_at(&self, addr: u64) -> Option<&str> {
+    fn site_at(&self, addr: u64) -> Option<(&str, Option<Reg>)> {
         self.addrs
             .iter()
-            .find(|(a, _)| *a == addr)
-            .map(|(_, s)| s.as_str())
+            .find(|(a, ..)| *a == addr)
+            .map(|(_, s, b)| (s.as_str(), *b))
     }
 }
 
@@ -162,12 +163,29 @@ impl Engine {
             let sites = syms
                 .resolve(&s.site)
                 .map_err(|e| Error::Site(s.name.clone(), s.site.clone(), e))?;
+            let uses_base = regs.iter().any(|(r, _)| *r == Reg::Base)
+                || s.capture.values().any(|r| *r == Reg::Base);
+            let mut addrs = Vec::new();
+            for x in &sites {
+                let here = format!("{}+{:#x}", x.function, x.offset);
+                let base = match syms.mem_base(x.addr) {
+                    Some(name) => name.parse::<Reg>().ok(),
+                    None => None,
+                };
+                if uses_base && base.is_none() {
+                    return Err(Error::Invalid(
+                        s.name.clone(),
+                        format!(
+                            "`base`: the instruction at {here} ({}) has no struct memory operand",
+                            x.text
+                        ),
+                    ));
+                }
+                addrs.push((x.addr, here, base));
+            }
             triggers.push(Trigger {
                 spec: s.clone(),
-                addrs: sites
-                    .iter()
-                    .map(|x| (x.addr, format!("{}+{:#x}", x.function, x.offset)))
-                    .collect(),
+                addrs,
                 regs,
             });
         }
@@ -179,7 +197,7 @@ impl Engine {
                 .flat_map(|t| {
                     t.addrs
                         .iter()
-                        .map(|(a, s)| (*a, format!("{}: {s}", t.spec.name)))
+                        .map(|(a, s, _)| (*a, format!("{}: {s}", t.spec.name)))
                 })
                 .collect();
             addrs.sort_unstable_by_key(|a| a.0);
@@ -259,7 +277,7 @@ impl Engine {
             .flat_map(|t| {
                 t.addrs
                     .iter()
-                    .map(|(a, site)| (t.spec.name.clone(), site.clone(), *a))
+                    .map(|(a, site, _)| (t.spec.name.clone(), site.clone(), *a))
             })
             .collect()
     }
@@ -277,15 +295,19 @@ impl Engine {
         ctx: &VcpuCtx<'_>,
         regs: &Option<kvm_bindings::kvm_regs>,
         r: Reg,
+        base: Option<Reg>,
     ) -> Option<u64> {
         let g = regs.as_ref()?;
         Some(match r {
+            Reg::Base => return self.reg_value(ctx, regs, base.filter(|b| *b != Reg::Base)?, None),
             Reg::Rdi => g.rdi,
             Reg::Rsi => g.rsi,
             Reg::Rdx => g.rdx,
             Reg::Rcx => g.rcx,
             Reg::R8 => g.r8,
             Reg::R9 => g.r9,
+            Reg::R10 => g.r10,
+            Reg::R11 => g.r11,
             Reg::Rax => g.rax,
             Reg::Rbx => g.rbx,
             Reg::R12 => g.r12,
@@ -357,11 +379,23 @@ impl Engine {
     }
 }
 
+/// Where `current` lives: the per-cpu `current_task` (to 6.1), or its
+/// member of the per-cpu `struct pcpu_hot` (6.2 on).
+fn current_task_offset(syms: &Symbols) -> Result<u64, symbols::Error> {
+    if let Some(a) = syms.symbol_addr("current_task") {
+        return Ok(a);
+    }
+    match syms.symbol_addr("pcpu_hot") {
+        Some(hot) => Ok(hot + syms.member_offset("pcpu_hot", "current_task")?),
+        None => Err(symbols::Error::NoFunction(
+            "current_task` (nor `pcpu_hot".into(),
+        )),
+    }
+}
+
 fn task_layout(syms: &Symbols) -> Result<TaskLayout, symbols::Error> {
     Ok(TaskLayout {
-        current_task: syms
-            .symbol_addr("current_task")
-            .ok_or_else(|| symbols::Error::NoFunction("current_task".into()))?,
+        current_task: current_task_offset(syms)?,
         comm: syms.member_offset("task_struct", "comm")?,
         pid: syms.member_offset("task_struct", "pid")?,
         flags: syms.member_offset("task_struct", "flags")?,
@@ -385,7 +419,7 @@ impl DebugHandler for Engine {
         let mut st = self.lock();
         for (i, t) in self.triggers.iter().enumerate() {
             let s = &t.spec;
-            let Some(site) = t.site_at(addr) else {
+            let Some((site, base)) = t.site_at(addr) else {
                 continue;
             };
             if !(s.vcpus.is_empty() || s.vcpus.contains(&v)) {
@@ -419,7 +453,7 @@ impl DebugHandler for Engine {
                     Value::Num(n) => Some(*n),
                     Value::Var(name) => st.vars.get(name).copied(),
                 };
-                want.is_some() && self.reg_value(ctx, &regs, *r) == want
+                want.is_some() && self.reg_value(ctx, &regs, *r, base) == want
             });
             if !regs_ok {
                 continue;
@@ -447,7 +481,7 @@ impl DebugHandler for Engine {
                 detail.push_str(&format!(" {comm}[{pid}]"));
             }
             for (var, r) in &s.capture {
-                if let Some(val) = self.reg_value(ctx, &regs, *r) {
+                if let Some(val) = self.reg_value(ctx, &regs, *r, base) {
                     st.vars.insert(var.clone(), val);
                     detail.push_str(&format!(" ${var}={val:#x}"));
                 }

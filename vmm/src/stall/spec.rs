@@ -79,6 +79,8 @@ pub enum Reg {
     Rcx,
     R8,
     R9,
+    R10,
+    R11,
     Rax,
     Rbx,
     R12,
@@ -90,6 +92,11 @@ pub enum Reg {
     Rip,
     /// The current task pointer (per-CPU `current_task`), not a register.
     Current,
+    /// The base register of the memory operand of the instruction at the
+    /// site: at `FUNC/store:task_struct.__state` that is the task whose
+    /// state is stored, whichever register the compiler put it in (an
+    /// inlined copy picks its own).
+    Base,
 }
 
 impl std::str::FromStr for Reg {
@@ -97,7 +104,7 @@ impl std::str::FromStr for Reg {
     fn from_str(s: &str) -> Result<Self, String> {
         toml::Value::String(s.to_string())
             .try_into()
-            .map_err(|_| format!("unknown register '{s}' (rdi, rsi, rdx, rcx, r8, r9, rax, rbx, r12-r15, rsp, rbp, rip, current)"))
+            .map_err(|_| format!("unknown register '{s}' (rdi, rsi, rdx, rcx, r8-r15, rax, rbx, rsp, rbp, rip, current, base)"))
     }
 }
 

@@ -141,3 +141,19 @@ pub(super) fn accesses_member(
             && m.displacement() == disp
     })
 }
+
+/// The 64-bit base register of `instr`'s struct memory operand, lowercase
+/// (see [`accesses_member`] for what is not a struct operand).
+pub(super) fn struct_base(instr: &Instruction) -> Option<String> {
+    if instr.is_invalid() {
+        return None;
+    }
+    let mut factory = InstructionInfoFactory::new();
+    factory.info(instr).used_memory().iter().find_map(|m| {
+        let b = m.base();
+        let ok = b.is_gpr64()
+            && !matches!(b, Register::RSP | Register::RBP | Register::RIP)
+            && !matches!(m.segment(), Register::FS | Register::GS);
+        ok.then(|| format!("{b:?}").to_lowercase())
+    })
+}
