@@ -84,3 +84,68 @@ fn bad_break_site_is_a_one_line_error() {
     assert_eq!(e.trim().lines().count(), 1, "{e}");
     assert!(e.contains("no_such_function_xyz"), "{e}");
 }
+
+/// `kernel check` on our kernels passes; on a kernel whose config lacks
+/// the serial console it fails naming the option, and `boot` refuses that
+/// kernel in one line instead of booting it to a timeout.
+#[test]
+fn kernel_check_names_what_is_missing() {
+    let o = preemptor(&["kernel", "check", "base"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("usable here"));
+    let o = preemptor(&[
+        "kernel",
+        "check",
+        "--scenario",
+        "scenarios/do-exit-race",
+        "fixed-6.12",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    // Our vmlinux, with a config beside it that has no serial console.
+    let base = json(&preemptor(&["kernel", "check", "base", "--json"]));
+    let vmlinux = std::path::PathBuf::from(base["report"]["kernel"].as_str().unwrap());
+    let d = tmp("noconsole");
+    std::os::unix::fs::symlink(&vmlinux, d.join("vmlinux")).unwrap();
+    let config = std::fs::read_to_string(vmlinux.with_file_name("config")).unwrap();
+    let config: String = config
+        .lines()
+        .filter(|l| !l.starts_with("CONFIG_SERIAL_8250_CONSOLE="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(d.join("config"), config).unwrap();
+    let k = d.join("vmlinux");
+    let o = preemptor(&["kernel", "check", k.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("FAIL  serial console     set CONFIG_SERIAL_8250_CONSOLE=y"),
+        "{}",
+        stdout(&o)
+    );
+    let e = usage_error(&preemptor(&["boot", "--kernel", k.to_str().unwrap()]));
+    assert!(
+        e.contains("cannot run here") && e.contains("CONFIG_SERIAL_8250_CONSOLE=y"),
+        "{e}"
+    );
+}
+
+/// Debian's own VM kernel (linux-image-cloud-amd64, installed by test.sh
+/// for this check only: it is never booted) is ACPI-only: the check says so
+/// and names CONFIG_X86_MPPARSE.
+#[test]
+fn kernel_check_on_debians_cloud_kernel() {
+    let image = std::fs::read_dir("/boot")
+        .expect("/boot")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
+        })
+        .expect("no /boot/vmlinuz-*-cloud-amd64: test.sh installs linux-image-cloud-amd64");
+    let o = preemptor(&["kernel", "check", image.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("CONFIG_X86_MPPARSE=y"), "{out}");
+    assert!(out.contains("NOT usable here"), "{out}");
+}

@@ -2,6 +2,7 @@
 //! the boot structures, start one thread per vCPU, wait for a reset, a
 //! fault, the timeout or Ctrl-C, then stop and join every vCPU.
 pub mod artifacts;
+pub mod check;
 pub mod program;
 pub mod verdict;
 
@@ -58,10 +59,12 @@ pub struct BootConfig {
 }
 
 /// What every guest gets: ttyS0 console; restart on panic and on init's
-/// reboot through the i8042 (`reboot=k`, the VMM's clean end); no rodata
-/// pass (it poisons freed pages byte by byte: ~28 s under emulation);
-/// warnings and worse on the console only (each UART byte is an exit).
-const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 rodata=off loglevel=5";
+/// reboot through the i8042 (`reboot=k`, the VMM's clean end); an oops
+/// panics; no rodata pass (it poisons freed pages byte by byte: ~28 s
+/// under emulation); warnings and worse on the console only (each UART byte
+/// is an exit); no KASLR, so vmlinux addresses are where the code runs.
+const BASE_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 oops=panic rodata=off loglevel=5 nokaslr";
 
 /// The guest command line on this host. What init runs is not on it: that
 /// is in the initramfs ([`artifacts::Payload`]).

@@ -63,6 +63,7 @@ pub struct BootArgs {
 impl BootArgs {
     pub fn config(&self, profile: &HostProfile) -> Result<BootConfig, UsageError> {
         let kernel = super::kernel::resolve(&self.kernel, self.scenario.as_deref())?;
+        crate::scenario::runner::preflight(&kernel, profile)?;
         let payload = match self.program.split_first() {
             Some((file, args)) => artifacts::Payload::program(
                 crate::boot::program::Program::load(std::path::Path::new(file))?,

@@ -22,6 +22,17 @@ pub enum KernelWhat {
         #[arg(long)]
         variant: Vec<String>,
     },
+    /// Can this kernel run scenarios here? Reads its config (beside it) and
+    /// symbols; prints what works, what does not, and the option to change.
+    /// Exit 0 usable, 1 not, 2 not a kernel.
+    Check {
+        /// `base`, a path to a vmlinux/bzImage, or with --scenario a variant.
+        kernel: String,
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `--kernel` of `boot`/`symbols`: a variant of `scenario` when one is
@@ -33,8 +44,52 @@ pub fn resolve(kernel: &str, scenario: Option<&Path>) -> Result<Kernel, UsageErr
     }
 }
 
+fn check(kernel: &str, scenario: Option<&Path>, json: bool) -> Result<i32, UsageError> {
+    use crate::boot::check::Status;
+    let k = resolve(kernel, scenario)?;
+    let rep = crate::boot::check::check(&k, &crate::host::HostProfile::probe());
+    if json {
+        let j = serde_json::json!({"usable": rep.usable(), "report": rep});
+        println!("{j}");
+    } else {
+        println!(
+            "kernel {} (config: {})",
+            rep.kernel.display(),
+            rep.config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "none found".into())
+        );
+        for c in &rep.checks {
+            let s = match c.status {
+                Status::Ok => "ok",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+                Status::Unknown => "?",
+            };
+            println!("  {s:<5} {:<18} {}", c.what, c.detail);
+        }
+        println!(
+            "{}",
+            if rep.usable() {
+                "usable here"
+            } else {
+                "NOT usable here"
+            }
+        );
+    }
+    Ok(if rep.usable() { 0 } else { 1 })
+}
+
 pub fn run(a: KernelArgs) -> Result<i32, UsageError> {
-    let KernelWhat::Build { scenario, variant } = a.what;
+    let (scenario, variant) = match a.what {
+        KernelWhat::Check {
+            kernel,
+            scenario,
+            json,
+        } => return check(&kernel, scenario.as_deref(), json),
+        KernelWhat::Build { scenario, variant } => (scenario, variant),
+    };
     let Some(path) = scenario else {
         let dir = KernelSpec::base("debian:6.1").dir(true)?;
         println!("base {}", dir.display());

@@ -159,6 +159,19 @@ pub fn variant_kernel(
     })
 }
 
+/// Refuse, in one line, a kernel that cannot work here (`kernel check`).
+pub fn preflight(k: &Kernel, profile: &HostProfile) -> Result<(), Error> {
+    let rep = boot::check::check(k, profile);
+    if rep.usable() {
+        return Ok(());
+    }
+    Err(Error::Other(format!(
+        "kernel {} cannot run here: {} (see `preemptor kernel check`)",
+        k.path.display(),
+        rep.failures()
+    )))
+}
+
 /// What init runs for this scenario: its program (compiled if C) or
 /// built-in workload, its arguments and files.
 pub fn payload(scn: &Scenario) -> Result<Payload, Error> {
@@ -187,6 +200,7 @@ pub fn prepare(
 ) -> Result<Prepared, Error> {
     let profile = HostProfile::probe();
     let (k, variant_expect) = resolve_kernel(&scenario, kernel, true)?;
+    preflight(&k, &profile)?;
     let payload = payload(&scenario)?;
     let snapshot_at = scenario.guest.snapshot.unwrap_or(if payload.calls_ready() {
         SnapshotAt::Ready
