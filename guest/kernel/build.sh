@@ -3,9 +3,10 @@
 # fragments (a scenario's kernel variant).
 #
 #   base     a kernel source (debian:6.1 = Debian's linux-source-6.1,
-#            debian:6.12 = linux-source-6.12) + config.fragment over
-#            tinyconfig (+ <base>/config.fragment where a base needs more)
-#            + <base>/host-compat-kvm-pvm.patch; a full build.
+#            debian:6.12 = linux-source-6.12, dir:PATH = a copy of the tree
+#            at PATH) + config.fragment over tinyconfig (+
+#            linux-<V.P>/config.fragment where a version needs more) +
+#            linux-<V.P>/host-compat-kvm-pvm.patch; a full build.
 #   variant  the base's build tree + the variant's patches and fragments,
 #            built incrementally; the tree is put back to the base after.
 #
@@ -17,7 +18,7 @@
 # One build tree per base is kept (the newest base key): it is what makes a
 # variant an incremental build.
 #
-# Usage: build.sh [--paths] [--base debian:6.1|debian:6.12] [--patch FILE]... [--config FILE]...
+# Usage: build.sh [--paths] [--base debian:6.1|debian:6.12|dir:PATH] [--patch FILE]... [--config FILE]...
 #   prints the kernel's directory on stdout.
 #   --paths   print it only if built, else exit 3 (no work, no apt).
 # Exit status: 0 built; 2 bad input: one line "error: ..." on stdout (a
@@ -48,22 +49,64 @@ while (($#)); do
     shift
 done
 
-# A base is a Debian source package; what differs between bases (the
-# host-compat patch, extra config) lives in guest/kernel/<base>/.
+# A base is a kernel source: a Debian source package (debian:6.1,
+# debian:6.12), or a tree the user points at (dir:PATH), which is copied,
+# never modified in place. What differs between kernel versions (the
+# host-compat patch, extra config) lives in guest/kernel/linux-<V.P>/.
+pkg=""
+srcdir=""
 case $base in
-    debian:6.1 | debian:6.12) pkg=linux-source-${base#debian:} ;;
-    *) fail "unknown kernel base '$base' (known: debian:6.1, debian:6.12)" ;;
+    debian:6.1 | debian:6.12)
+        pkg=linux-source-${base#debian:}
+        version=${base#debian:}
+        tree_name=${base/:/-}
+        ;;
+    dir:*)
+        srcdir=$(realpath -e "${base#dir:}" 2>/dev/null) || fail "kernel base $base: no such directory"
+        [[ -f $srcdir/Makefile && -d $srcdir/kernel && -d $srcdir/arch/x86 ]] ||
+            fail "kernel base $base: not a Linux source tree (no Makefile, kernel/, arch/x86/)"
+        version=$(awk '/^VERSION =/{v=$3} /^PATCHLEVEL =/{p=$3} END{print v"."p}' "$srcdir/Makefile")
+        tree_name=dir-$(echo "$srcdir" | sha256sum | cut -c1-12)
+        ;;
+    *) fail "unknown kernel base '$base' (known: debian:6.1, debian:6.12, dir:PATH)" ;;
 esac
-deps=("$pkg" gcc make bc flex bison libelf-dev libssl-dev xz-utils patch python3)
-basedir=$here/${base/:/-}
+deps=(gcc make bc flex bison libelf-dev libssl-dev xz-utils patch python3 ${pkg:+"$pkg"})
+basedir=$here/linux-$version
+[[ -d $basedir ]] || fail "kernel base $base is Linux $version: no guest/kernel/linux-$version/ (host-compat patch) for it; known: $(cd "$here" && ls -d linux-* | sed 's/linux-//' | tr '\n' ' ')"
 fragments=("$here/config.fragment")
 [[ -f $basedir/config.fragment ]] && fragments+=("$basedir/config.fragment")
 compat=$basedir/host-compat-kvm-pvm.patch
 
 pkg_version() { dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true; }
 
+# What identifies the base's source: the package version, or for a tree
+# its git commit and local changes, else its files' sizes and times.
+source_id() {
+    if [[ -n $pkg ]]; then
+        echo "$base $pkg $(pkg_version)"
+    elif git -C "$srcdir" rev-parse -q --verify HEAD 2>/dev/null; then
+        echo "$base"
+        git -C "$srcdir" diff HEAD
+        git -C "$srcdir" ls-files --others --exclude-standard
+    else
+        echo "$base"
+        (cd "$srcdir" && find . -path ./.git -prune -o -type f -printf '%P %s %T@\n' | sort)
+    fi
+}
+
 base_key() {
-    { echo "$base $pkg $(pkg_version)"; cat "${fragments[@]}" "$compat" "$here/build.sh"; } | sha256sum | cut -c1-16
+    { source_id; cat "${fragments[@]}" "$compat" "$here/build.sh"; } | sha256sum | cut -c1-16
+}
+
+# The source, unpacked or copied into $src.
+unpack() {
+    mkdir -p "$src"
+    if [[ -n $pkg ]]; then
+        tar -xf "/usr/src/$pkg.tar.xz" -C "$src" --strip-components=1
+    else
+        tar -C "$srcdir" --exclude-vcs -cf - . | tar -C "$src" -xf -
+        make -s -C "$src" mrproper   # whatever was built in the original
+    fi
 }
 
 # The variant's key: the base's when it adds nothing.
@@ -79,7 +122,7 @@ variant_key() {
 built() { [[ -f $1/vmlinux && -f $1/bzImage ]]; }
 
 if ((paths_only)); then
-    [[ -n "$(pkg_version)" ]] || { log "$pkg is not installed; run guest/kernel/build.sh"; exit 3; }
+    [[ -z $pkg || -n "$(pkg_version)" ]] || { log "$pkg is not installed; run guest/kernel/build.sh"; exit 3; }
     out=$cache/kernels/$(variant_key "$(base_key)")
     built "$out" || { log "kernel not built for these inputs ($out)"; exit 3; }
     echo "$out"
@@ -106,8 +149,8 @@ bout=$cache/kernels/$bkey
 vout=$cache/kernels/$vkey
 if built "$vout"; then echo "$vout"; exit 0; fi
 
-tree=$cache/trees/${base/:/-}
-src=$tree/$pkg
+tree=$cache/trees/$tree_name
+src=$tree/src
 state=$tree/.preemptor        # applied/ (patches now in the tree), base.config
 mk() { make -s ARCH=x86_64 -j"$(nproc)" "$@"; }
 
@@ -129,7 +172,7 @@ install_to() {
     rm -rf "$1.tmp"; mkdir -p "$1.tmp"
     cp vmlinux arch/x86/boot/bzImage System.map "$1.tmp/"
     cp .config "$1.tmp/config"
-    { echo "base $base ($pkg $(pkg_version)) key $bkey"
+    { echo "base $base (Linux $version${pkg:+, $pkg $(pkg_version)}) key $bkey"
       for p in "${patches[@]}"; do echo "patch $p"; done
       for c in "${configs[@]}"; do echo "config $c"; done; } > "$1.tmp/inputs"
     rm -rf "$1"; mv "$1.tmp" "$1"
@@ -149,9 +192,9 @@ restore_tree() {
 }
 
 fresh_tree() {
-    log "base $base: unpacking $pkg $(pkg_version) into $tree"
+    log "base $base: ${pkg:+unpacking $pkg $(pkg_version)}${srcdir:+copying $srcdir} into $tree"
     rm -rf "$tree"; mkdir -p "$tree"
-    tar -xf "/usr/src/$pkg.tar.xz" -C "$tree"
+    unpack
     cd "$src"
     patch -p1 -s < "$compat"
     mk tinyconfig >/dev/null

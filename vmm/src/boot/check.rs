@@ -242,16 +242,52 @@ pub fn evaluate(
             ),
         }
     }
-    match (on("CONFIG_SMP"), on("CONFIG_X86_MPPARSE"), on("CONFIG_ACPI")) {
+    match (
+        on("CONFIG_SMP"),
+        on("CONFIG_X86_MPPARSE"),
+        on("CONFIG_ACPI"),
+    ) {
         (None, ..) => add("SMP", Status::Unknown, "no config beside the kernel".into()),
-        (Some(false), ..) => add("SMP", Status::Fail, "set CONFIG_SMP=y (races need 2+ CPUs)".into()),
-        (Some(true), Some(true), _) => add("SMP", Status::Ok, "CPUs from the MP table (CONFIG_X86_MPPARSE)".into()),
-        (Some(true), _, Some(true)) => add(
+        (Some(false), ..) => add(
             "SMP",
             Status::Fail,
-            "ACPI only: the VMM describes CPUs with an MP table; set CONFIG_X86_MPPARSE=y (else one CPU comes up)".into(),
+            "set CONFIG_SMP=y (races need 2+ CPUs)".into(),
         ),
-        (Some(true), ..) => add("SMP", Status::Fail, "set CONFIG_X86_MPPARSE=y (no way to find the other CPUs)".into()),
+        (Some(true), _, Some(true)) => add(
+            "SMP",
+            Status::Ok,
+            "CPUs from the ACPI MADT (CONFIG_ACPI)".into(),
+        ),
+        (Some(true), Some(true), _) => add(
+            "SMP",
+            Status::Ok,
+            "CPUs from the MP table (CONFIG_X86_MPPARSE)".into(),
+        ),
+        (Some(true), ..) => add(
+            "SMP",
+            Status::Fail,
+            "set CONFIG_X86_MPPARSE=y or CONFIG_ACPI=y (no way to find the other CPUs)".into(),
+        ),
+    }
+    // The VMM's ACPI platform is hardware-reduced: no legacy PIC, so the
+    // 8250 gets IRQ 4 only through the DSDT's COM1, via PNP.
+    // That needs the DSDT loaded, which 6.1's ACPICA fails to do without
+    // PCI (no default PCI config space handler: AE_BAD_PARAMETER).
+    if on("CONFIG_ACPI") == Some(true) {
+        let missing: Vec<&str> = ["CONFIG_PNP", "CONFIG_PCI"]
+            .into_iter()
+            .filter(|o| on(o) == Some(false))
+            .collect();
+        if !missing.is_empty() {
+            add(
+                "console IRQ",
+                Status::Fail,
+                format!(
+                    "set {} (with ACPI the serial port's interrupt comes from the DSDT, through PNP; ACPICA loads the DSDT only with PCI)",
+                    missing.iter().map(|o| format!("{o}=y")).collect::<Vec<_>>().join(" ")
+                ),
+            );
+        }
     }
     if on("CONFIG_PARAVIRT_SPINLOCKS") == Some(true) {
         add(
@@ -296,12 +332,14 @@ pub fn evaluate(
         (HostKind::KvmPvm, Some(false)) => add(
             "host-compat patch",
             Status::Fail,
-            "missing: on this kvm_pvm host user space cannot make system calls without guest/kernel/<base>/host-compat-kvm-pvm.patch".into(),
+            "missing: on this kvm_pvm host user space cannot make system calls without guest/kernel/linux-<V.P>/host-compat-kvm-pvm.patch".into(),
         ),
+        // Only our builds carry it: without symbols to prove it, refuse
+        // rather than boot to a user space that cannot make system calls.
         (HostKind::KvmPvm, None) => add(
             "host-compat patch",
-            Status::Unknown,
-            "no symbols to tell; this kvm_pvm host needs guest/kernel/<base>/host-compat-kvm-pvm.patch".into(),
+            Status::Fail,
+            "cannot tell (no symbols); this kvm_pvm host needs guest/kernel/linux-<V.P>/host-compat-kvm-pvm.patch in the kernel".into(),
         ),
         (HostKind::Standard, _) => add("host-compat patch", Status::Ok, "not needed on ordinary KVM".into()),
     }
@@ -363,7 +401,6 @@ mod tests {
             .copied()
             .filter(|l| !l.contains("8250_CONSOLE") && !l.contains("MPPARSE"))
             .collect();
-        lines.push("CONFIG_ACPI=y");
         let c = evaluate(
             Some(&cfg(&lines)),
             &facts(),
@@ -379,11 +416,30 @@ mod tests {
         assert!(d.contains("CONFIG_SERIAL_8250_CONSOLE=y"), "{d}");
         assert_eq!(status(&c, "SMP"), Status::Fail);
         assert_eq!(status(&c, "64-bit x86"), Status::Ok);
+        // ACPI finds the CPUs, and needs PNP for the console's IRQ.
+        lines.push("CONFIG_ACPI=y");
+        let c = evaluate(
+            Some(&cfg(&lines)),
+            &facts(),
+            KernelFormat::Elf,
+            HostKind::Standard,
+        );
+        assert_eq!(status(&c, "SMP"), Status::Ok);
+        assert_eq!(status(&c, "console IRQ"), Status::Fail);
+        lines.push("CONFIG_PNP=y");
+        let c = evaluate(
+            Some(&cfg(&lines)),
+            &facts(),
+            KernelFormat::Elf,
+            HostKind::Standard,
+        );
+        assert!(!c.iter().any(|c| c.what == "console IRQ"));
     }
 
     #[test]
     fn no_config_is_unknown_not_failed() {
         let c = evaluate(None, &facts(), KernelFormat::Elf, HostKind::Standard);
+        assert!(!c.iter().any(|c| c.what == "console IRQ"));
         assert!(c.iter().all(|c| c.status != Status::Fail), "{c:#?}");
         assert_eq!(status(&c, "serial console"), Status::Unknown);
     }

@@ -223,6 +223,7 @@ fn cold_boot(vm: &Vm, cfg: &BootConfig) -> Result<(), Error> {
     arch::write_gdt(&vm.mem)?;
     arch::write_page_tables(&vm.mem)?;
     arch::mptable::write(&vm.mem, cfg.vm.vcpus).map_err(arch::Error::from)?;
+    arch::acpi::write(&vm.mem, cfg.vm.vcpus).map_err(arch::Error::from)?;
     arch::regs::setup_long_mode(&vm.vcpus[0], entry).map_err(arch::Error::Kvm)?;
     Ok(())
 }

@@ -125,8 +125,13 @@ pub fn variant_kernel(
     v: &Variant,
     build: bool,
 ) -> Result<Kernel, Error> {
+    // A tree base (`dir:PATH`) is relative to the scenario file too.
+    let base = match v.base.strip_prefix("dir:") {
+        Some(p) => format!("dir:{}", scn.resolve(Path::new(p)).display()),
+        None => v.base.clone(),
+    };
     let spec = KernelSpec {
-        base: v.base.clone(),
+        base,
         patches: v.patches.iter().map(|p| scn.resolve(p)).collect(),
         configs: v.config.iter().map(|p| scn.resolve(p)).collect(),
     };

@@ -1,10 +1,13 @@
 //! x86_64 boot: guest physical layout, the Linux 64-bit boot protocol's
-//! zero page, the Intel MP table, and each vCPU's initial state.
+//! zero page, the Intel MP table and ACPI tables (a kernel finds its CPUs
+//! in whichever it supports; with both, ACPI wins), and each vCPU's
+//! initial state.
 //!
 //! The kernel is entered directly in long mode (the 64-bit boot protocol:
 //! `rsi` = zero page, identity-mapped page tables, flat segments), from an
 //! ELF `vmlinux` (its `startup_64`) or a bzImage (load address + 0x200). No
 //! firmware runs: under emulation every guest-kernel instruction costs.
+pub mod acpi;
 pub mod layout;
 pub mod mptable;
 pub mod regs;
@@ -19,6 +22,8 @@ pub enum Error {
     Memory(u64),
     #[error("MP table: {0}")]
     MpTable(#[from] mptable::Error),
+    #[error("ACPI: {0}")]
+    Acpi(#[from] acpi::Error),
     #[error("initramfs of {0} bytes does not fit in guest memory")]
     InitrdTooLarge(usize),
     #[error("KVM vCPU setup: {0}")]
@@ -55,6 +60,8 @@ pub fn write_zero_page(
         p.hdr = h;
     }
     p.hdr.type_of_loader = 0xff; // "undefined" boot loader
+                                 // Where the ACPI tables are (a kernel without ACPI ignores it).
+    p.acpi_rsdp_addr = acpi::RSDP_START;
     p.hdr.boot_flag = 0xaa55;
     p.hdr.header = 0x5372_6448; // "HdrS"
     p.hdr.kernel_alignment = 0x0100_0000;
