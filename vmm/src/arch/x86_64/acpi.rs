@@ -130,8 +130,11 @@ fn madt(vcpus: usize) -> Sdt {
     madt
 }
 
-/// The tables for `vcpus` CPUs: (signature, guest address, bytes).
-pub fn build(vcpus: usize) -> Result<Vec<(&'static str, u64, Vec<u8>)>, Error> {
+/// One table as placed: (signature, guest address, bytes).
+pub type Placed = (&'static str, u64, Vec<u8>);
+
+/// The tables for `vcpus` CPUs.
+pub fn build(vcpus: usize) -> Result<Vec<Placed>, Error> {
     if vcpus == 0 || vcpus > 254 {
         return Err(Error::TooManyCpus(vcpus));
     }
