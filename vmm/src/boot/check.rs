@@ -427,6 +427,7 @@ mod tests {
         assert_eq!(status(&c, "SMP"), Status::Ok);
         assert_eq!(status(&c, "console IRQ"), Status::Fail);
         lines.push("CONFIG_PNP=y");
+        lines.push("CONFIG_PCI=y");
         let c = evaluate(
             Some(&cfg(&lines)),
             &facts(),
