@@ -1,0 +1,30 @@
+//! The scenario library beyond the seed: each race's reverted kernel
+//! crashes with its title under injection, its fixed kernel does not.
+use preemptor_e2e::*;
+
+fn run1(scn: &str, kernel: &str) -> serde_json::Value {
+    retry_on_host_flake(kernel, || {
+        let o = preemptor(&["run", scn, "--kernel", kernel, "--runs", "1", "--json"]);
+        assert!(matches!(o.status.code(), Some(0 | 1)), "{}", stderr(&o));
+        let j = json(&o);
+        let flaked = run_flaked(&j);
+        (j, flaked)
+    })
+}
+
+/// 153fbd1226fb: O's last put_pi_state() stopped after the decrement, W's
+/// exit takes the pi_state at refcount 0.
+#[test]
+fn futex_pi_exit() {
+    require_kvm();
+    for (kernel, want) in [("reverted", "crash"), ("fixed", "clean")] {
+        let j = run1("scenarios/futex-pi-exit", kernel);
+        let r = &runs(&j)[0];
+        assert_eq!(r["goal_reached"], true, "{kernel}: window reached");
+        assert_eq!(r["verdict"]["verdict"], want, "{kernel}: {r}");
+        if want == "crash" {
+            assert_eq!(r["verdict"]["title"], "WARNING in get_pi_state");
+        }
+        assert_eq!(j["ok"], true, "{kernel}");
+    }
+}
