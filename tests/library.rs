@@ -28,3 +28,20 @@ fn futex_pi_exit() {
         assert_eq!(j["ok"], true, "{kernel}");
     }
 }
+
+/// 54ffccbf053b: TIOCSPGRP through the master and through the slave lock
+/// different locks (reverted) and put the same pid twice.
+#[test]
+fn tty_tiocspgrp() {
+    require_kvm();
+    for (kernel, want) in [("reverted", "crash"), ("fixed", "clean")] {
+        let j = run1("scenarios/tty-tiocspgrp", kernel);
+        let r = &runs(&j)[0];
+        assert_eq!(r["goal_reached"], true, "{kernel}: window reached");
+        assert_eq!(r["verdict"]["verdict"], want, "{kernel}: {r}");
+        if want == "crash" {
+            assert_eq!(r["verdict"]["title"], "WARNING: refcount bug in put_pid");
+        }
+        assert_eq!(j["ok"], true, "{kernel}");
+    }
+}

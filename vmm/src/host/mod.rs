@@ -53,12 +53,14 @@ pub enum EmulationFixup {
 /// - `noxsave`: no `xrstor`/`xsave` (emulation fails);
 /// - `nofsgsbase nopcid noinvpcid`: features the emulator lacks;
 /// - `clearcpuid=`: 308 SMAP (`clac/stac`), 534, 151, 158, 306, 59;
-///   includes POPCNT (4*32+23 = 151);
+///   includes POPCNT (4*32+23 = 151); and 141, CX16 (4*32+13): SLUB's
+///   `lock cmpxchg16b` cannot be emulated (measured: a SLUB guest died
+///   on it at its first allocations);
 /// - `mitigations=off`: no speculation-control MSR writes;
 /// - `preemptor_kvm_pvm`: turns on the guest's host-compat patch;
 /// - `rcupdate.rcu_cpu_stall_suppress=1`: emulated stretches are not stalls.
 const KVM_PVM_CMDLINE: &str = "noxsave nofsgsbase nopcid noinvpcid mitigations=off \
-clearcpuid=308,534,151,158,306,59 preemptor_kvm_pvm rcupdate.rcu_cpu_stall_suppress=1";
+clearcpuid=308,534,151,158,306,59,141 preemptor_kvm_pvm rcupdate.rcu_cpu_stall_suppress=1";
 
 impl HostProfile {
     pub fn for_kind(kind: HostKind) -> Self {

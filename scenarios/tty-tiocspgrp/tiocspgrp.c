@@ -1,0 +1,147 @@
+/*
+ * tty-tiocspgrp: the race fixed by 54ffccbf053b ("tty: Fix ->pgrp locking
+ * in tiocspgrp()"). Set-up, before the snapshot point:
+ *
+ *   - devpts on /dev/pts, a pty pair; this process becomes a session
+ *     leader S with the slave as its controlling tty (SIGTTOU ignored, so
+ *     a background TIOCSPGRP is allowed);
+ *   - a child C in its own process group becomes the foreground group
+ *     (slave->pgrp = C), then is killed and reaped: the only reference to
+ *     C's struct pid left is slave->pgrp;
+ *   - threads A (CPU a) and B (CPU b), parked.
+ *
+ * After it, A sets the foreground group back to S through the master and,
+ * delay_us later, B does the same through the slave. With the fix reverted
+ * they lock different locks: if B's put_pid(slave->pgrp) comes between A's
+ * put_pid (C freed) and A's store, C's count underflows.
+ *
+ * Arguments (key=value): a, b (CPUs), delay_us (B's start after A's).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "preemptor.h"
+
+static int cpu_a = 0, cpu_b = 1, delay_us = 3000;
+static int master, slave;
+static pid_t session;
+static sem_t go_a, go_b;
+
+static void die(const char *what)
+{
+	fprintf(stderr, "tiocspgrp: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static void *side_a(void *arg)
+{
+	(void)arg;
+	preemptor_pin(cpu_a);
+	sem_wait(&go_a);
+	if (ioctl(master, TIOCSPGRP, &session))
+		perror("tiocspgrp: A: TIOCSPGRP on the master");
+	return NULL;
+}
+
+static void *side_b(void *arg)
+{
+	struct timespec ts;
+
+	(void)arg;
+	preemptor_pin(cpu_b);
+	sem_wait(&go_b);
+	ts.tv_sec = delay_us / 1000000;
+	ts.tv_nsec = (delay_us % 1000000) * 1000L;
+	nanosleep(&ts, NULL);
+	if (ioctl(slave, TIOCSPGRP, &session))
+		perror("tiocspgrp: B: TIOCSPGRP on the slave");
+	return NULL;
+}
+
+static int arg(const char *a, const char *key, int *val)
+{
+	size_t n = strlen(key);
+	char *end;
+
+	if (strncmp(a, key, n) || a[n] != '=')
+		return 0;
+	*val = (int)strtol(a + n + 1, &end, 10);
+	if (*end || end == a + n + 1) {
+		fprintf(stderr, "tiocspgrp: argument '%s': not a number\n", key);
+		exit(2);
+	}
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	pthread_t ta, tb;
+	pid_t child;
+	int zero = 0;
+
+	for (int i = 1; i < argc; i++) {
+		if (!arg(argv[i], "a", &cpu_a) && !arg(argv[i], "b", &cpu_b) &&
+		    !arg(argv[i], "delay_us", &delay_us)) {
+			fprintf(stderr, "tiocspgrp: unknown argument '%s'\n", argv[i]);
+			return 2;
+		}
+	}
+	mkdir("/dev/pts", 0755);
+	if (mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666") && errno != EBUSY)
+		die("mount devpts");
+	signal(SIGTTOU, SIG_IGN);
+	if (setsid() < 0)
+		die("setsid");
+	session = getpid();
+	master = open("/dev/ptmx", O_RDWR | O_NOCTTY);
+	if (master < 0)
+		die("open /dev/ptmx");
+	if (ioctl(master, TIOCSPTLCK, &zero))
+		die("unlock pty");
+	slave = ioctl(master, TIOCGPTPEER, O_RDWR);
+	if (slave < 0)
+		die("open the slave");
+	if (ioctl(slave, TIOCSCTTY, 0))
+		die("TIOCSCTTY");
+
+	child = fork();
+	if (child < 0)
+		die("fork");
+	if (child == 0) {
+		setpgid(0, 0);
+		for (;;)
+			pause();
+	}
+	setpgid(child, child);
+	if (ioctl(slave, TIOCSPGRP, &child))
+		die("TIOCSPGRP to the child's group");
+	kill(child, SIGKILL);
+	if (waitpid(child, NULL, 0) != child)
+		die("waitpid");
+
+	sem_init(&go_a, 0, 0);
+	sem_init(&go_b, 0, 0);
+	if (pthread_create(&ta, NULL, side_a, NULL) || pthread_create(&tb, NULL, side_b, NULL))
+		die("pthread_create");
+	preemptor_pin(cpu_b);
+	preemptor_ready();
+	sem_post(&go_a);
+	sem_post(&go_b);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	printf("tiocspgrp: foreground group back to %d from both sides\n", session);
+	return 0;
+}
