@@ -90,6 +90,8 @@ struct Inner {
     /// Host time of each marker line, in order.
     markers: Vec<(Duration, String)>,
     on_end_line: Option<EndHook>,
+    /// Notes held back until the guest's current line ends.
+    pending_notes: Vec<String>,
 }
 
 /// Cheap to clone: all clones write to the same console.
@@ -118,6 +120,7 @@ impl Console {
             line: Vec::new(),
             markers: Vec::new(),
             on_end_line: None,
+            pending_notes: Vec::new(),
         }))))
     }
 
@@ -141,11 +144,17 @@ impl Console {
 
     /// Write a line of our own into the log (not the guest text), e.g. the
     /// VMM's verdict or stall events, so the log tells the whole story.
+    /// A note that comes while a guest line is half written waits for
+    /// its end, so log lines stay whole (and `report` reads them right).
     pub fn note(&self, msg: &str) {
         let mut g = self.inner();
         let t = g.start.elapsed();
         let line = format!("[{:>10.6}] [preemptor] {msg}\n", t.as_secs_f64());
-        g.write_log(line.as_bytes());
+        if g.at_line_start {
+            g.write_log(line.as_bytes());
+        } else {
+            g.pending_notes.push(line);
+        }
     }
 
     /// Called with the first guest line that matches `end_on`.
@@ -153,8 +162,18 @@ impl Console {
         self.inner().on_end_line = Some(Box::new(f));
     }
 
+    /// Write out the log; notes still waiting for a guest line's end
+    /// (the guest stopped mid-line) follow on a line of their own.
     pub fn flush(&self) {
-        if let Some(l) = self.inner().log.as_mut() {
+        let mut g = self.inner();
+        let pending = std::mem::take(&mut g.pending_notes);
+        if !pending.is_empty() {
+            g.write_log(b"\n");
+            for n in pending {
+                g.write_log(n.as_bytes());
+            }
+        }
+        if let Some(l) = g.log.as_mut() {
             let _ = l.flush();
         }
     }
@@ -193,6 +212,9 @@ impl Inner {
         }
         if b == b'\n' {
             self.at_line_start = true;
+            for n in std::mem::take(&mut self.pending_notes) {
+                self.write_log(n.as_bytes());
+            }
             let line = String::from_utf8_lossy(&self.line).trim_end().to_string();
             if let Some(rest) = line.strip_prefix(MARK) {
                 self.markers
@@ -262,7 +284,10 @@ mod tests {
         .unwrap();
         let guest = "[    1.000000][    T1] kernel BUG at kernel/sched/core.c:6604!\nplain\n";
         c.note("snapshot restored");
-        c.write_all(guest.as_bytes()).unwrap();
+        let (head, tail) = guest.split_at(20);
+        c.write_all(head.as_bytes()).unwrap();
+        c.note("a note in the middle of a guest line waits for its end");
+        c.write_all(tail.as_bytes()).unwrap();
         c.note("run ended");
         c.flush();
         let text = std::fs::read_to_string(&log).unwrap();
