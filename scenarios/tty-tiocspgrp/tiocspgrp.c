@@ -11,11 +11,12 @@
  *   - threads A (CPU a) and B (CPU b), parked.
  *
  * After it, A sets the foreground group back to S through the master and,
- * delay_us later, B does the same through the slave. With the fix reverted
+ * delay_us after A entered the ioctl, B does the same through the slave. With the fix reverted
  * they lock different locks: if B's put_pid(slave->pgrp) comes between A's
  * put_pid (C freed) and A's store, C's count underflows.
  *
- * Arguments (key=value): a, b (CPUs), delay_us (B's start after A's).
+ * Arguments (key=value): a, b (CPUs), delay_us (B's start after A entered
+ * its ioctl).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,10 +36,11 @@
 
 #include "preemptor.h"
 
-static int cpu_a = 0, cpu_b = 1, delay_us = 3000;
+static int cpu_a = 0, cpu_b = 1, delay_us = 5000;
 static int master, slave;
 static pid_t session;
 static sem_t go_a, go_b;
+static volatile int a_in; /* A is about to enter its ioctl */
 
 static void die(const char *what)
 {
@@ -51,21 +53,39 @@ static void *side_a(void *arg)
 	(void)arg;
 	preemptor_pin(cpu_a);
 	sem_wait(&go_a);
+	a_in = 1;
 	if (ioctl(master, TIOCSPGRP, &session))
 		perror("tiocspgrp: A: TIOCSPGRP on the master");
 	return NULL;
 }
 
-static void *side_b(void *arg)
+static long long now_us(void)
 {
 	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+static void *side_b(void *arg)
+{
+	long long until;
 
 	(void)arg;
 	preemptor_pin(cpu_b);
 	sem_wait(&go_b);
-	ts.tv_sec = delay_us / 1000000;
-	ts.tv_nsec = (delay_us % 1000000) * 1000L;
-	nanosleep(&ts, NULL);
+	/*
+	 * B starts delay_us after A entered its ioctl (A's wake-up after the
+	 * release varied from 20 to 90 ms, measured), spinning rather than
+	 * sleeping: without high-resolution timers a short nanosleep() lasts
+	 * one to two 10 ms ticks. Either way B sometimes came before A reached
+	 * its window, or after A's stop had ended: inconclusive runs.
+	 */
+	while (!a_in)
+		;
+	until = now_us() + delay_us;
+	while (now_us() < until)
+		;
 	if (ioctl(slave, TIOCSPGRP, &session))
 		perror("tiocspgrp: B: TIOCSPGRP on the slave");
 	return NULL;
