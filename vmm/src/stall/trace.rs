@@ -99,24 +99,80 @@ pub fn diagram(events: &[Event], vcpus: usize) -> String {
             EventKind::Resume => "  runs on".to_string(),
             EventKind::Hit => unreachable!(),
         };
-        let mut what: String = what.chars().take(W).collect();
-        what.push_str(&" ".repeat(W.saturating_sub(what.chars().count())));
-        out.push_str(&format!("{:>9.3} ms ", e.t_us as f64 / 1000.0));
-        for v in 0..vcpus {
-            if v == e.vcpu {
-                out.push_str(&format!("| {what}"));
+        // Wrapped within the vCPU's column, never cut: the offset and the
+        // task are what a reader looks for.
+        for (i, line) in wrap(&what, W).into_iter().enumerate() {
+            if i == 0 {
+                out.push_str(&format!("{:>9.3} ms ", e.t_us as f64 / 1000.0));
             } else {
-                out.push_str(&format!("| {:W$}", ""));
+                out.push_str(&format!("{:12} ", ""));
             }
+            for v in 0..vcpus {
+                if v == e.vcpu {
+                    out.push_str(&format!("| {line:<W$}"));
+                } else {
+                    out.push_str(&format!("| {:W$}", ""));
+                }
+            }
+            out.push('\n');
         }
-        out.push('\n');
     }
     out
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a
+/// word longer than a line is split), continuation lines indented by two.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let indent = text.len() - text.trim_start().len();
+    let mut lines: Vec<String> = vec![" ".repeat(indent)];
+    for word in text.split_whitespace() {
+        let mut word: Vec<char> = word.chars().collect();
+        loop {
+            let cur = lines.last_mut().expect("one line");
+            let used = cur.chars().count();
+            let blank = cur.trim().is_empty();
+            let sep = usize::from(!blank);
+            if used + sep + word.len() <= width {
+                if !blank {
+                    cur.push(' ');
+                }
+                cur.extend(word.iter());
+                break;
+            }
+            if blank && word.len() > width - used {
+                // Longer than a whole line: split it.
+                let take = width - used;
+                cur.extend(word[..take].iter());
+                word.drain(..take);
+            }
+            lines.push(" ".repeat(indent + 2));
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_events_wrap_within_their_column() {
+        let text = "  waker fires at ttwu_do_activate.constprop.0+0x8f (hit 12) exit-race[31] $T=0xffff888000463000";
+        let lines = wrap(text, 44);
+        assert!(lines.len() > 1, "{lines:?}");
+        assert!(lines.iter().all(|l| l.chars().count() <= 44), "{lines:?}");
+        let words: Vec<&str> = lines.iter().flat_map(|l| l.split_whitespace()).collect();
+        assert_eq!(
+            words,
+            text.split_whitespace().collect::<Vec<_>>(),
+            "nothing lost"
+        );
+        assert!(lines[0].starts_with("  waker") && lines[1].starts_with("    "));
+        let long = "x".repeat(100);
+        let lines = wrap(&long, 44);
+        assert_eq!(lines.concat().replace(' ', ""), long);
+        assert!(lines.iter().all(|l| l.chars().count() <= 44), "{lines:?}");
+    }
 
     #[test]
     fn columns() {
