@@ -74,6 +74,9 @@ pub fn cache_dir() -> PathBuf {
         })
 }
 
+/// The base a kernel is built from when nothing says otherwise.
+pub const DEFAULT_BASE: &str = "debian:6.1";
+
 /// A kernel to build: a base (`debian:6.1`) plus patches and config
 /// fragments, applied in order (`guest/kernel/build.sh`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,7 +154,7 @@ impl KernelSpec {
 /// missing).
 pub fn resolve_kernel(spec: &str) -> Result<Kernel, Error> {
     if spec == "base" {
-        return KernelSpec::base("debian:6.1").kernel(true);
+        return KernelSpec::base(DEFAULT_BASE).kernel(true);
     }
     let path = PathBuf::from(spec);
     if !path.exists() {

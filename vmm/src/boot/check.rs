@@ -91,15 +91,23 @@ pub struct SymbolFacts {
     pub host_compat: Option<bool>,
 }
 
-pub fn symbol_facts(k: &Kernel) -> SymbolFacts {
-    if let Some(v) = &k.vmlinux {
-        if let Ok(s) = Symbols::load(v) {
-            return SymbolFacts {
-                symbols: true,
-                dwarf: s.member_offset("task_struct", "pid").is_ok(),
-                host_compat: Some(s.symbol_addr("hostcompat_kvm_pvm").is_some()),
-            };
+/// `syms`: the kernel's symbols if the caller has them loaded already
+/// (else they are read from the vmlinux beside the image, if any).
+pub fn symbol_facts(k: &Kernel, syms: Option<&Symbols>) -> SymbolFacts {
+    let loaded;
+    let syms = match syms {
+        Some(s) => Some(s),
+        None => {
+            loaded = k.vmlinux.as_ref().and_then(|v| Symbols::load(v).ok());
+            loaded.as_ref()
         }
+    };
+    if let Some(s) = syms {
+        return SymbolFacts {
+            symbols: true,
+            dwarf: s.member_offset("task_struct", "pid").is_ok(),
+            host_compat: Some(s.symbol_addr("hostcompat_kvm_pvm").is_some()),
+        };
     }
     // A bzImage: a System.map beside it may still name the symbols (not
     // Debian's placeholder, which points at the -dbg package).
@@ -125,14 +133,15 @@ pub fn symbol_facts(k: &Kernel) -> SymbolFacts {
     }
 }
 
-/// Every check, for `kernel` on a host of `host` kind.
-pub fn check(k: &Kernel, host: &HostProfile) -> Report {
+/// Every check, for `kernel` on a host of `host` kind; `syms` as in
+/// [`symbol_facts`].
+pub fn check(k: &Kernel, host: &HostProfile, syms: Option<&Symbols>) -> Report {
     let config = find_config(&k.path);
     let cfg = config
         .as_ref()
         .and_then(|p| std::fs::read_to_string(p).ok())
         .map(|t| parse_config(&t));
-    let facts = symbol_facts(k);
+    let facts = symbol_facts(k, syms);
     Report {
         kernel: k.path.clone(),
         checks: evaluate(cfg.as_ref(), &facts, k.format, host.kind),

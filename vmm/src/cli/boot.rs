@@ -63,7 +63,6 @@ pub struct BootArgs {
 impl BootArgs {
     pub fn config(&self, profile: &HostProfile) -> Result<BootConfig, UsageError> {
         let kernel = super::kernel::resolve(&self.kernel, self.scenario.as_deref())?;
-        crate::scenario::runner::preflight(&kernel, profile)?;
         let payload = match self.program.split_first() {
             Some((file, args)) => artifacts::Payload::program(
                 crate::boot::program::Program::load(std::path::Path::new(file))?,
@@ -97,11 +96,13 @@ impl BootArgs {
     }
 }
 
-/// The stall engine for `--break` triggers, if any.
+/// The stall engine for `--break` triggers, if any. `syms`: the kernel's
+/// symbols as loaded (or why they could not be).
 pub fn engine(
     cfg: &BootConfig,
     breaks: &[String],
     seed: u64,
+    syms: Option<&Result<Symbols, crate::debug::symbols::Error>>,
 ) -> Result<Option<Arc<Engine>>, UsageError> {
     if breaks.is_empty() {
         return Ok(None);
@@ -111,11 +112,16 @@ pub fn engine(
         .enumerate()
         .map(|(i, b)| TriggerSpec::parse_break(b, i))
         .collect::<Result<Vec<_>, _>>()?;
-    let vmlinux = cfg.kernel.vmlinux.as_ref().ok_or(UsageError(format!(
-        "--break needs the kernel's vmlinux for symbols; none next to {}",
-        cfg.kernel.path.display()
-    )))?;
-    let syms = Symbols::load(vmlinux)?;
+    let syms = match syms {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return Err(UsageError(e.to_string())),
+        None => {
+            return Err(UsageError(format!(
+                "--break needs the kernel's vmlinux for symbols; none next to {}",
+                cfg.kernel.path.display()
+            )))
+        }
+    };
     let ecfg = EngineConfig {
         vcpus: cfg.vm.vcpus,
         seed,
@@ -123,13 +129,17 @@ pub fn engine(
         goal: vec![],
         disarm_on_goal: false,
     };
-    Ok(Some(Arc::new(Engine::new(specs, &syms, ecfg)?)))
+    Ok(Some(Arc::new(Engine::new(specs, syms, ecfg)?)))
 }
 
 pub fn run(a: BootArgs) -> Result<i32, UsageError> {
     let profile = HostProfile::probe();
     let cfg = a.config(&profile)?;
-    let engine = engine(&cfg, &a.breaks, a.seed)?;
+    // Loaded once: for the preflight, the breakpoints and the verdict.
+    let syms = cfg.kernel.vmlinux.as_ref().map(|v| Symbols::load(v));
+    let loaded = syms.as_ref().and_then(|s| s.as_ref().ok());
+    crate::scenario::runner::preflight(&cfg.kernel, &profile, loaded)?;
+    let engine = engine(&cfg, &a.breaks, a.seed, syms.as_ref())?;
     eprintln!(
         "preemptor: host profile {}; kernel {}",
         profile.name(),
@@ -144,12 +154,7 @@ pub fn run(a: BootArgs) -> Result<i32, UsageError> {
         .clone()
         .map(|e| e as Arc<dyn crate::vstate::DebugHandler>);
     let out = boot::run(&cfg, &profile, handler)?;
-    let syms = cfg
-        .kernel
-        .vmlinux
-        .as_ref()
-        .and_then(|v| Symbols::load(v).ok());
-    let v = verdict::verdict(&out, syms.as_ref());
+    let v = verdict::verdict(&out, loaded);
     let m = verdict::markers(&out);
     if let Some(e) = &engine {
         if let Some(p) = &a.trace {

@@ -47,7 +47,7 @@ pub fn resolve(kernel: &str, scenario: Option<&Path>) -> Result<Kernel, UsageErr
 fn check(kernel: &str, scenario: Option<&Path>, json: bool) -> Result<i32, UsageError> {
     use crate::boot::check::Status;
     let k = resolve(kernel, scenario)?;
-    let rep = crate::boot::check::check(&k, &crate::host::HostProfile::probe());
+    let rep = crate::boot::check::check(&k, &crate::host::HostProfile::probe(), None);
     if json {
         let j = serde_json::json!({"usable": rep.usable(), "report": rep});
         println!("{j}");
@@ -91,7 +91,7 @@ pub fn run(a: KernelArgs) -> Result<i32, UsageError> {
         KernelWhat::Build { scenario, variant } => (scenario, variant),
     };
     let Some(path) = scenario else {
-        let dir = KernelSpec::base("debian:6.1").dir(true)?;
+        let dir = KernelSpec::base(artifacts::DEFAULT_BASE).dir(true)?;
         println!("base {}", dir.display());
         return Ok(0);
     };

@@ -157,7 +157,7 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
                 eprintln!(
                     "preemptor: scenario {} on kernel {kernel} ({}), {mode}, host profile {}",
                     p.scenario.name,
-                    p.kernel.path.display(),
+                    p.kernel().path.display(),
                     p.profile.name()
                 );
                 if inject {
@@ -188,7 +188,7 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
             }
             results.push(KernelResult {
                 kernel: kernel.clone(),
-                kernel_path: p.kernel.path.clone(),
+                kernel_path: p.kernel().path.clone(),
                 inject,
                 expect,
                 ok: runner::holds(&rs, expect),

@@ -123,7 +123,7 @@ pub struct Variant {
 }
 
 pub fn default_base() -> String {
-    "debian:6.1".into()
+    crate::boot::artifacts::DEFAULT_BASE.into()
 }
 
 /// The kernel a scenario runs on when it declares none.

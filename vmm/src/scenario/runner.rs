@@ -33,8 +33,6 @@ pub enum Error {
 pub struct Prepared {
     pub scenario: Scenario,
     pub kernel_name: String,
-    /// The kernel image this runs on.
-    pub kernel: Kernel,
     /// The scenario's expectation for this kernel variant, if any.
     pub variant_expect: Option<Expect>,
     pub inject: bool,
@@ -165,8 +163,9 @@ pub fn variant_kernel(
 }
 
 /// Refuse, in one line, a kernel that cannot work here (`kernel check`).
-pub fn preflight(k: &Kernel, profile: &HostProfile) -> Result<(), Error> {
-    let rep = boot::check::check(k, profile);
+/// `syms`: its symbols, if already loaded.
+pub fn preflight(k: &Kernel, profile: &HostProfile, syms: Option<&Symbols>) -> Result<(), Error> {
+    let rep = boot::check::check(k, profile, syms);
     if rep.usable() {
         return Ok(());
     }
@@ -205,7 +204,20 @@ pub fn prepare(
 ) -> Result<Prepared, Error> {
     let profile = HostProfile::probe();
     let (k, variant_expect) = resolve_kernel(&scenario, kernel, true)?;
-    preflight(&k, &profile)?;
+    // Symbols place the triggers, title crashes from the symbolized
+    // report and feed the preflight; without a vmlinux only triggers
+    // cannot do.
+    let symbols = match &k.vmlinux {
+        Some(v) => Some(Symbols::load(v).map_err(|e| Error::Other(e.to_string()))?),
+        None if inject && !scenario.triggers.is_empty() => {
+            return Err(Error::Other(format!(
+                "no vmlinux next to {}: triggers need its symbols",
+                k.path.display()
+            )))
+        }
+        None => None,
+    };
+    preflight(&k, &profile, symbols.as_ref())?;
     let payload = payload(&scenario)?;
     let snapshot_at = scenario.guest.snapshot.unwrap_or(if payload.calls_ready() {
         SnapshotAt::Ready
@@ -214,7 +226,7 @@ pub fn prepare(
     });
     let g = &scenario.guest;
     let boot = BootConfig {
-        kernel: k.clone(),
+        kernel: k,
         initramfs: Arc::new(artifacts::build_initramfs(
             &artifacts::guest_bin_dir(),
             &payload,
@@ -248,22 +260,9 @@ pub fn prepare(
         },
         guest_seed: 0,
     };
-    // Symbols place the triggers, and title crashes from the symbolized
-    // report; without a vmlinux only the latter can do without.
-    let symbols = match &k.vmlinux {
-        Some(v) => Some(Symbols::load(v).map_err(|e| Error::Other(e.to_string()))?),
-        None if inject && !scenario.triggers.is_empty() => {
-            return Err(Error::Other(format!(
-                "no vmlinux next to {}: triggers need its symbols",
-                k.path.display()
-            )))
-        }
-        None => None,
-    };
     let p = Prepared {
         scenario,
         kernel_name: kernel.to_string(),
-        kernel: k,
         variant_expect,
         inject,
         snapshot_at,
@@ -280,6 +279,11 @@ pub fn prepare(
 }
 
 impl Prepared {
+    /// The kernel image this runs on.
+    pub fn kernel(&self) -> &Kernel {
+        &self.boot.kernel
+    }
+
     fn engine(&self, seed: u64) -> Result<Option<Arc<Engine>>, Error> {
         let wanted = self.inject && !self.scenario.triggers.is_empty();
         let Some(syms) = self.symbols.as_ref().filter(|_| wanted) else {
