@@ -12,16 +12,17 @@ fn run1(scn: &str, kernel: &str) -> serde_json::Value {
     })
 }
 
-/// One run on each kernel: the reverted one crashes with `title`, the
-/// fixed one stays clean, both having reached the window.
-fn reverted_crashes_fixed_survives(scn: &str, title: &str) {
+/// One run on each kernel: the reverted one crashes with one of `titles`,
+/// the fixed one stays clean, both having reached the window.
+fn reverted_crashes_fixed_survives(scn: &str, titles: &[&str]) {
     for (kernel, want) in [("reverted", "crash"), ("fixed", "clean")] {
         let j = run1(scn, kernel);
         let r = &runs(&j)[0];
         assert_eq!(r["goal_reached"], true, "{kernel}: window reached");
         assert_eq!(r["verdict"]["verdict"], want, "{kernel}: {r}");
         if want == "crash" {
-            assert_eq!(r["verdict"]["title"], title);
+            let title = r["verdict"]["title"].as_str().unwrap_or_default();
+            assert!(titles.contains(&title), "{kernel}: title {title:?}");
         }
         assert_eq!(j["ok"], true, "{kernel}");
     }
@@ -32,7 +33,7 @@ fn reverted_crashes_fixed_survives(scn: &str, title: &str) {
 #[test]
 fn futex_pi_exit() {
     require_kvm();
-    reverted_crashes_fixed_survives("scenarios/futex-pi-exit", "WARNING in get_pi_state");
+    reverted_crashes_fixed_survives("scenarios/futex-pi-exit", &["WARNING in get_pi_state"]);
 }
 
 /// 54ffccbf053b: TIOCSPGRP through the master and through the slave lock
@@ -42,6 +43,21 @@ fn tty_tiocspgrp() {
     require_kvm();
     reverted_crashes_fixed_survives(
         "scenarios/tty-tiocspgrp",
-        "WARNING: refcount bug in put_pid",
+        &["WARNING: refcount bug in put_pid"],
+    );
+}
+
+/// a11ddb37bf36: expunge_all() reloads msr->r_tsk after publishing the
+/// wakeup; the receiver has returned and its next system call has written
+/// over the slot (NULL nearly always; rarely some other word).
+#[test]
+fn ipc_msg_expunge() {
+    require_kvm();
+    reverted_crashes_fixed_survives(
+        "scenarios/ipc-msg-expunge",
+        &[
+            "BUG: unable to handle kernel NULL pointer dereference in __wake_q_add",
+            "BUG: unable to handle kernel paging request in __wake_q_add",
+        ],
     );
 }

@@ -27,6 +27,12 @@
  *       The run's seed for programs that do not call preemptor_ready():
  *       init passes it in the environment (PREEMPTOR_SEED); 0 without.
  *
+ *   void preemptor_args(int argc, char **argv, const struct preemptor_arg *a)
+ *       Parse key=value integer arguments (the scenario's `args`) into the
+ *       variables an array of { "key", &var } names, ended by { 0 }. An
+ *       unknown key or a value that is not a whole number is one line on
+ *       stderr and exit status 2.
+ *
  * How it works: preemptor_ready() writes port 0x501 (the VMM stops every
  * vCPU there when it is taking a snapshot, and ignores it otherwise) and
  * then reads the seed from it. The string below, present in the binary
@@ -36,7 +42,9 @@
 #define PREEMPTOR_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <sys/syscall.h>
 
@@ -72,6 +80,35 @@ static inline uint32_t preemptor_seed(void)
 	const char *s = getenv("PREEMPTOR_SEED");
 
 	return s ? (uint32_t)strtoul(s, NULL, 10) : 0;
+}
+
+struct preemptor_arg {
+	const char *key;
+	int *val;
+};
+
+static inline void preemptor_args(int argc, char **argv, const struct preemptor_arg *a)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *eq = strchr(argv[i], '=');
+		const struct preemptor_arg *k = a;
+		char *end;
+		long v;
+
+		while (k->key && (!eq || strlen(k->key) != (size_t)(eq - argv[i]) ||
+				  strncmp(k->key, argv[i], eq - argv[i])))
+			k++;
+		if (!k->key) {
+			fprintf(stderr, "%s: unknown argument '%s'\n", argv[0], argv[i]);
+			exit(2);
+		}
+		v = strtol(eq + 1, &end, 10);
+		if (*end || end == eq + 1 || v < -2147483647L || v > 2147483647L) {
+			fprintf(stderr, "%s: argument '%s': not a whole number\n", argv[0], argv[i]);
+			exit(2);
+		}
+		*k->val = (int)v;
+	}
 }
 
 #endif /* PREEMPTOR_H */
