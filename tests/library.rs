@@ -61,3 +61,18 @@ fn ipc_msg_expunge() {
         ],
     );
 }
+
+/// a11ddb37bf36, sem part: a V completing a sleeper's P reloads
+/// q->sleeper after publishing the status; the sleeper has timed out,
+/// returned, and zeroed the slot with its next system call.
+#[test]
+fn ipc_sem_wake() {
+    require_kvm();
+    reverted_crashes_fixed_survives(
+        "scenarios/ipc-sem-wake",
+        &[
+            "BUG: unable to handle kernel NULL pointer dereference in __wake_q_add",
+            "BUG: unable to handle kernel paging request in __wake_q_add",
+        ],
+    );
+}

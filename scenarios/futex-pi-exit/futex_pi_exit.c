@@ -85,32 +85,14 @@ static void *waiter(void *arg)
 	return NULL;
 }
 
-static int arg(const char *a, const char *key, int *val)
-{
-	size_t n = strlen(key);
-	char *end;
-
-	if (strncmp(a, key, n) || a[n] != '=')
-		return 0;
-	*val = (int)strtol(a + n + 1, &end, 10);
-	if (*end || end == a + n + 1) {
-		fprintf(stderr, "futex-pi-exit: argument '%s': not a number\n", key);
-		exit(2);
-	}
-	return 1;
-}
-
 int main(int argc, char **argv)
 {
+	const struct preemptor_arg args[] = {
+		{ "iters", &iters }, { "a", &cpu_a }, { "b", &cpu_b }, { "hold_us", &hold_us }, { 0 },
+	};
 	_Atomic uint32_t *words;
 
-	for (int i = 1; i < argc; i++) {
-		if (!arg(argv[i], "iters", &iters) && !arg(argv[i], "a", &cpu_a) &&
-		    !arg(argv[i], "b", &cpu_b) && !arg(argv[i], "hold_us", &hold_us)) {
-			fprintf(stderr, "futex-pi-exit: unknown argument '%s'\n", argv[i]);
-			return 2;
-		}
-	}
+	preemptor_args(argc, argv, args);
 	words = calloc(iters > 0 ? iters : 1, 64);
 	if (!words)
 		return 1;

@@ -91,34 +91,16 @@ static void *side_b(void *arg)
 	return NULL;
 }
 
-static int arg(const char *a, const char *key, int *val)
-{
-	size_t n = strlen(key);
-	char *end;
-
-	if (strncmp(a, key, n) || a[n] != '=')
-		return 0;
-	*val = (int)strtol(a + n + 1, &end, 10);
-	if (*end || end == a + n + 1) {
-		fprintf(stderr, "tiocspgrp: argument '%s': not a number\n", key);
-		exit(2);
-	}
-	return 1;
-}
-
 int main(int argc, char **argv)
 {
+	const struct preemptor_arg args[] = {
+		{ "a", &cpu_a }, { "b", &cpu_b }, { "delay_us", &delay_us }, { 0 },
+	};
 	pthread_t ta, tb;
 	pid_t child;
 	int zero = 0;
 
-	for (int i = 1; i < argc; i++) {
-		if (!arg(argv[i], "a", &cpu_a) && !arg(argv[i], "b", &cpu_b) &&
-		    !arg(argv[i], "delay_us", &delay_us)) {
-			fprintf(stderr, "tiocspgrp: unknown argument '%s'\n", argv[i]);
-			return 2;
-		}
-	}
+	preemptor_args(argc, argv, args);
 	mkdir("/dev/pts", 0755);
 	if (mount("devpts", "/dev/pts", "devpts", 0, "ptmxmode=0666") && errno != EBUSY)
 		die("mount devpts");
