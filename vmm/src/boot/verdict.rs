@@ -5,9 +5,9 @@ use crate::debug::symbolize::symbolize_report;
 use crate::debug::symbols::Symbols;
 use crate::report;
 use crate::vstate::End;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verdict", rename_all = "kebab-case")]
 pub enum Verdict {
     /// The workload ran and exited 0; the guest restarted cleanly.
@@ -24,7 +24,7 @@ pub enum Verdict {
         crash_type: String,
         corrupted: bool,
         /// The title of the console report as printed (unsymbolized).
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         raw_title: Option<String>,
     },
     /// Wall-clock timeout without an end.

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod kernel;
 pub mod report;
 pub mod run;
+pub mod suite;
 pub mod symbols;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,10 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Run a scenario N times on each of its kernels: verdicts, crash rates, titles.
     Run(run::RunArgs),
+    /// Every scenario × kernel × mode: one table, JUnit, JSON lines; shards.
+    Suite(suite::SuiteArgs),
+    /// Merge the JSON-lines results of a suite's shards: table, JUnit, status.
+    Merge(suite::MergeArgs),
     /// Look up a guest-kernel function or site; disassemble it.
     Symbols(symbols::SymbolsArgs),
     /// Classify kernel console logs (crash or not, syzkaller-style title).
@@ -65,6 +70,8 @@ pub fn main() -> i32 {
     let res = match cli.cmd {
         Cmd::Boot(a) => boot::run(a),
         Cmd::Run(a) => run::run(a),
+        Cmd::Suite(a) => suite::run(a),
+        Cmd::Merge(a) => suite::merge(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Kernel(a) => kernel::run(a),
         Cmd::Bench(a) => bench::run(a),

@@ -10,7 +10,7 @@ use crate::host::HostProfile;
 use crate::stall::{trace, Engine, EngineConfig, Event};
 use crate::vstate::snapshot::{file, Restorer, Snapshot};
 use crate::vstate::{DebugHandler, VmConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub struct Prepared {
     snapshot: Arc<std::sync::OnceLock<Result<Restorer, String>>>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     pub index: usize,
     pub seed: u64,
@@ -67,15 +67,18 @@ pub struct RunResult {
     pub seconds: f64,
     pub fired: Vec<String>,
     /// For a restored run: what the restore copied and cost.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreInfo>,
+    /// For a crash: the kernel report (first lines), for CI logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
     #[serde(skip)]
     pub events: Vec<Event>,
     #[serde(skip)]
     pub diagram: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreInfo {
     /// 4 KiB pages copied back from the snapshot before the run.
     pub pages: usize,
@@ -87,7 +90,7 @@ pub struct RestoreInfo {
     /// With `verify_restore`: after the run, pages that still differ from
     /// the snapshot once its dirty pages are copied back (0 = the dirty log
     /// missed nothing).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_pages: Option<usize>,
 }
 
@@ -461,6 +464,12 @@ impl Prepared {
             .map(|e| e.trace.events())
             .unwrap_or_default();
         let diagram = trace::diagram(&events, cfg.vm.vcpus);
+        let report = match v {
+            Verdict::Crash { .. } => {
+                crate::report::classify(&o.console.text()).map(|r| excerpt(&r.text))
+            }
+            _ => None,
+        };
         let r = RunResult {
             index,
             seed,
@@ -471,6 +480,7 @@ impl Prepared {
             seconds: o.elapsed.as_secs_f64(),
             fired: engine.as_ref().map(|e| e.fired()).unwrap_or_default(),
             restore,
+            report,
             events,
             diagram,
         };
@@ -490,6 +500,16 @@ impl Prepared {
         }
         Ok(r)
     }
+}
+
+/// The first lines of a kernel report: enough to recognise it in a CI log.
+fn excerpt(report: &str) -> String {
+    const LINES: usize = 40;
+    let mut s: String = report.lines().take(LINES).collect::<Vec<_>>().join("\n");
+    if report.lines().count() > LINES {
+        s.push_str("\n...");
+    }
+    s
 }
 
 /// Summary of several runs.
@@ -595,6 +615,7 @@ mod tests {
             seconds: 1.0,
             fired: vec![],
             restore: None,
+            report: None,
             events: vec![],
             diagram: String::new(),
         }
