@@ -250,3 +250,59 @@ fn killed_suite_keeps_finished_runs() {
     assert_eq!(m.status.code(), Some(1));
     assert!(stderr(&m).contains("are in no file"), "{}", stderr(&m));
 }
+
+/// docs/scale-out.md's manifests are valid YAML and agree with themselves:
+/// the shard count in the command is the Job's completions / the matrix's
+/// size, and the merge reads what the shards write.
+#[test]
+fn scale_out_yaml_is_valid() {
+    use yaml_rust2::YamlLoader;
+    let md = std::fs::read_to_string(root().join("docs/scale-out.md")).unwrap();
+    let blocks: Vec<&str> = md
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2, "a Kubernetes Job and a GitHub workflow");
+
+    let job = &YamlLoader::load_from_str(blocks[0]).expect("Job YAML")[0];
+    assert_eq!(job["kind"].as_str(), Some("Job"));
+    assert_eq!(job["apiVersion"].as_str(), Some("batch/v1"));
+    let spec = &job["spec"];
+    assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+    let n = spec["completions"].as_i64().expect("completions");
+    let c = &spec["template"]["spec"]["containers"][0];
+    let cmd = c["args"][0].as_str().expect("args");
+    assert!(cmd.contains(&format!("--shard-from-env {n}")), "{cmd}");
+    assert!(cmd.contains("--json /results/"), "{cmd}");
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert!(mounts.contains(&"/results") && mounts.contains(&"/cache"), "{mounts:?}");
+    assert_eq!(spec["template"]["spec"]["restartPolicy"].as_str(), Some("Never"));
+
+    let wf = &YamlLoader::load_from_str(blocks[1]).expect("workflow YAML")[0];
+    let shards = wf["jobs"]["shard"]["strategy"]["matrix"]["shard"]
+        .as_vec()
+        .expect("matrix")
+        .len();
+    let steps = wf["jobs"]["shard"]["steps"].as_vec().unwrap();
+    let run = steps
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .find(|r| r.contains("suite"))
+        .expect("a suite step");
+    assert!(run.contains(&format!("--shard ${{{{ matrix.shard }}}}/{shards}")), "{run}");
+    assert_eq!(wf["jobs"]["merge"]["needs"].as_str(), Some("shard"));
+    let merge = wf["jobs"]["merge"]["steps"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .find(|r| r.contains("merge"))
+        .expect("a merge step");
+    assert!(merge.contains("--junit"), "{merge}");
+}
