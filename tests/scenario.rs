@@ -5,6 +5,11 @@ const SCN: &str = "scenarios/do-exit-race";
 
 /// One run; its saved console must give its title under `report`.
 fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
+    run1_out(kernel, extra).0
+}
+
+/// The same, with the run's --out folder.
+fn run1_out(kernel: &str, extra: &[&str]) -> (serde_json::Value, std::path::PathBuf) {
     let out = tmp(&format!("run1-{kernel}-{}", extra.len()).replace('.', "_"));
     let mut args = vec!["run", SCN, "--kernel", kernel, "--runs", "1", "--json"];
     args.extend_from_slice(extra);
@@ -18,18 +23,45 @@ fn run1(kernel: &str, extra: &[&str]) -> serde_json::Value {
         (j, flaked)
     });
     assert_eq!(reports_match_runs(&out), 1);
-    j
+    (j, out)
+}
+
+/// The stacks.txt sections (header line, frames) taken for `why`.
+fn stacks_for<'a>(text: &'a str, why: &str) -> Vec<(&'a str, &'a str)> {
+    text.split("\n\n")
+        .filter_map(|sec| sec.split_once('\n'))
+        .filter(|(head, _)| head.contains(why))
+        .collect()
 }
 
 #[test]
 fn reverted_kernel_crashes_in_do_task_dead() {
     require_kvm();
-    let j = run1("reverted", &[]);
+    let (j, out) = run1_out("reverted", &[]);
     let r = &runs(&j)[0];
     assert_eq!(r["goal_reached"], true, "the race window was reached");
     assert_eq!(r["verdict"]["verdict"], "crash");
     assert_eq!(r["verdict"]["title"], "kernel BUG in do_task_dead");
     assert_eq!(j["ok"], true);
+
+    // Both vCPUs' stacks at the goal: the exiter in do_task_dead, the
+    // waker stopped in ttwu_do_wakeup called from try_to_wake_up.
+    let stacks = std::fs::read_to_string(out.join("reverted-inject/run000/stacks.txt"))
+        .expect("stacks.txt");
+    let goal = stacks_for(&stacks, "goal reached");
+    let on = |v: &str| {
+        goal.iter()
+            .find(|(h, _)| h.contains(&format!("vCPU {v} ")))
+            .unwrap_or_else(|| panic!("vCPU {v} at the goal: {stacks}"))
+            .1
+    };
+    assert!(on("0").contains("#0  do_task_dead+0x0 (kernel/sched/core.c:"), "{stacks}");
+    let waker = on("1");
+    let (wake, ttwu) = (waker.find("ttwu_do_wakeup"), waker.find("try_to_wake_up+"));
+    assert!(wake.is_some() && ttwu > wake, "{stacks}");
+    // The trace carries them too.
+    let trace = std::fs::read_to_string(out.join("reverted-inject/run000/trace.jsonl")).unwrap();
+    assert!(trace.contains("\"kind\":\"stack\""), "{trace}");
 }
 
 #[test]

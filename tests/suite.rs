@@ -281,8 +281,14 @@ fn scale_out_yaml_is_valid() {
         .iter()
         .filter_map(|m| m["mountPath"].as_str())
         .collect();
-    assert!(mounts.contains(&"/results") && mounts.contains(&"/cache"), "{mounts:?}");
-    assert_eq!(spec["template"]["spec"]["restartPolicy"].as_str(), Some("Never"));
+    assert!(
+        mounts.contains(&"/results") && mounts.contains(&"/cache"),
+        "{mounts:?}"
+    );
+    assert_eq!(
+        spec["template"]["spec"]["restartPolicy"].as_str(),
+        Some("Never")
+    );
 
     let wf = &YamlLoader::load_from_str(blocks[1]).expect("workflow YAML")[0];
     let shards = wf["jobs"]["shard"]["strategy"]["matrix"]["shard"]
@@ -295,7 +301,10 @@ fn scale_out_yaml_is_valid() {
         .filter_map(|s| s["run"].as_str())
         .find(|r| r.contains("suite"))
         .expect("a suite step");
-    assert!(run.contains(&format!("--shard ${{{{ matrix.shard }}}}/{shards}")), "{run}");
+    assert!(
+        run.contains(&format!("--shard ${{{{ matrix.shard }}}}/{shards}")),
+        "{run}"
+    );
     assert_eq!(wf["jobs"]["merge"]["needs"].as_str(), Some("shard"));
     let merge = wf["jobs"]["merge"]["steps"]
         .as_vec()

@@ -87,6 +87,8 @@ pub struct RunOutput {
     pub elapsed: Duration,
     /// For a run restored from a snapshot: how the restore went.
     pub restore: Option<RestoreStats>,
+    /// Each vCPU's kernel stack when the run ended on a kernel report.
+    pub final_stacks: Vec<(usize, crate::debug::stack::RawStack)>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -359,6 +361,7 @@ fn execute(
             console,
             elapsed: start.elapsed(),
             restore,
+            final_stacks: shared.final_stacks(),
         },
         snap,
     ))

@@ -3,11 +3,12 @@
 use super::{Error as ScnError, Expect, Scenario, SnapshotAt, Variant};
 use crate::boot::artifacts::{KernelSpec, Payload};
 use crate::boot::program::{self, Program};
-use crate::boot::{self, artifacts, verdict, verdict::Verdict, BootConfig, Kernel};
+use crate::boot::{self, artifacts, verdict, verdict::Verdict, BootConfig, Kernel, RunOutput};
+use crate::debug::stack::{self, Frame, RawStack};
 use crate::debug::symbols::Symbols;
 use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
-use crate::stall::{trace, Engine, EngineConfig, Event};
+use crate::stall::{trace, Engine, EngineConfig, Event, EventKind};
 use crate::vstate::snapshot::{file, Restorer, Snapshot};
 use crate::vstate::{DebugHandler, VmConfig};
 use serde::{Deserialize, Serialize};
@@ -409,6 +410,45 @@ impl Prepared {
         })
     }
 
+    /// The run's stacks (the engine's, then each vCPU's at a crash's end),
+    /// symbolized with the kernel's vmlinux.
+    fn stacks(&self, engine: Option<&Engine>, o: &RunOutput) -> Vec<StackDump> {
+        let sym = |raw: &RawStack| {
+            self.symbols
+                .as_ref()
+                .map(|s| stack::symbolize(raw, s))
+                .unwrap_or_default()
+        };
+        let mut out: Vec<StackDump> = engine
+            .map(|e| e.stacks())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| StackDump {
+                t: r.t,
+                vcpu: r.vcpu,
+                why: r.why,
+                task: r.task,
+                user: r.raw.user,
+                rip: r.raw.rip,
+                frames: sym(&r.raw),
+                cost: Some(r.cost),
+            })
+            .collect();
+        for (v, raw) in &o.final_stacks {
+            out.push(StackDump {
+                t: o.elapsed,
+                vcpu: *v,
+                why: "the run ended on a kernel report".into(),
+                task: None,
+                user: raw.user,
+                rip: raw.rip,
+                frames: sym(raw),
+                cost: None,
+            });
+        }
+        out
+    }
+
     /// One run. With `out`, keeps its console log, trace, verdict and diagram there.
     pub fn run_once(
         &self,
@@ -459,6 +499,18 @@ impl Prepared {
                 Verdict::Clean => goal_reached,
                 Verdict::HostError { .. } | Verdict::Interrupted => false,
             };
+        let stacks = self.stacks(engine.as_deref(), &o);
+        if let Some(e) = &engine {
+            for st in &stacks {
+                e.trace.insert(Event {
+                    t_us: st.t.as_micros() as u64,
+                    vcpu: st.vcpu,
+                    kind: EventKind::Stack,
+                    trigger: st.why.clone(),
+                    detail: st.summary(),
+                });
+            }
+        }
         let events = engine
             .as_ref()
             .map(|e| e.trace.events())
@@ -497,8 +549,67 @@ impl Prepared {
                 serde_json::to_string_pretty(&r).unwrap_or_default(),
             )?;
             w("diagram.txt", r.diagram.clone())?;
+            if !stacks.is_empty() {
+                w("stacks.txt", stacks.iter().map(|s| s.to_string()).collect())?;
+            }
         }
         Ok(r)
+    }
+}
+
+/// A symbolized stack of one vCPU at a moment of the run.
+pub struct StackDump {
+    pub t: Duration,
+    pub vcpu: usize,
+    pub why: String,
+    pub task: Option<String>,
+    pub user: bool,
+    pub rip: u64,
+    pub frames: Vec<Frame>,
+    /// What taking it cost the vCPU (None: taken after the run).
+    pub cost: Option<Duration>,
+}
+
+impl StackDump {
+    /// The frames as `f1 < f2 < ...` (innermost first), for the trace.
+    fn summary(&self) -> String {
+        if self.user {
+            return format!("user mode at {:#x}", self.rip);
+        }
+        if self.frames.is_empty() {
+            return format!("{:#x} (no symbols)", self.rip);
+        }
+        self.frames
+            .iter()
+            .map(|f| f.func.clone())
+            .collect::<Vec<_>>()
+            .join(" < ")
+    }
+}
+
+impl std::fmt::Display for StackDump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:.3} ms  vCPU {}  {}  ({}{})",
+            self.t.as_secs_f64() * 1e3,
+            self.vcpu,
+            self.task.as_deref().unwrap_or("?"),
+            self.why,
+            match self.cost {
+                Some(c) => format!("; walk {} us", c.as_micros()),
+                None => String::new(),
+            }
+        )?;
+        if self.user {
+            writeln!(f, "  user mode at {:#x}", self.rip)?;
+        } else if self.frames.is_empty() {
+            writeln!(f, "  {:#x} (no symbols)", self.rip)?;
+        }
+        for (i, fr) in self.frames.iter().enumerate() {
+            writeln!(f, "  #{i:<2} {fr}")?;
+        }
+        writeln!(f)
     }
 }
 

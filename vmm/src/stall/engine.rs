@@ -1,6 +1,7 @@
 //! The engine that runs triggers at breakpoint hits (see the module doc).
 use super::spec::{Duration2, Reg, TriggerSpec, Value};
 use super::trace::{EventKind, Trace};
+use crate::debug::stack::RawStack;
 use crate::debug::symbols::{self, Symbols};
 use crate::vstate::{DebugHandler, Resume, VcpuCtx};
 use std::collections::HashMap;
@@ -84,6 +85,23 @@ struct TaskLayout {
     flags: u64,
 }
 
+/// A vCPU's stack taken at a moment worth seeing: a stop, the goal.
+#[derive(Debug, Clone)]
+pub struct StackRecord {
+    pub t: Duration,
+    pub vcpu: usize,
+    /// Why it was taken: `stop at TRIGGER on vCPU N`, `goal`.
+    pub why: String,
+    /// `comm[pid]` of the vCPU's current task.
+    pub task: Option<String>,
+    pub raw: RawStack,
+    /// What the walk took (the vCPU is out of the guest meanwhile).
+    pub cost: Duration,
+}
+
+/// At most this many stacks per run: stops repeat in loops.
+const MAX_STACKS: usize = 256;
+
 pub struct Engine {
     cfg: EngineConfig,
     triggers: Vec<Trigger>,
@@ -92,6 +110,9 @@ pub struct Engine {
     state: Mutex<State>,
     cv: Condvar,
     pub trace: Trace,
+    stacks: Mutex<Vec<StackRecord>>,
+    /// Why each vCPU was asked for its stack (its next `on_inspect`).
+    asked: Mutex<Vec<Option<String>>>,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -239,13 +260,15 @@ impl Engine {
             goal_reached: cfg.goal.is_empty(),
         };
         Ok(Self {
-            cfg,
             triggers,
             bps,
             task,
             state: Mutex::new(state),
             cv: Condvar::new(),
             trace: Trace::default(),
+            stacks: Mutex::new(Vec::new()),
+            asked: Mutex::new(vec![None; cfg.vcpus]),
+            cfg,
         })
     }
 
@@ -263,6 +286,54 @@ impl Engine {
     /// Whether the interleaving goal was reached in this run.
     pub fn goal_reached(&self) -> bool {
         self.lock().goal_reached
+    }
+
+    /// The stacks taken in this run, in the order taken.
+    pub fn stacks(&self) -> Vec<StackRecord> {
+        self.stacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn keep_stack(&self, ctx: &VcpuCtx<'_>, why: String) {
+        let t0 = Instant::now();
+        let raw = ctx.stack();
+        let cost = t0.elapsed();
+        let task = self
+            .task_info(ctx)
+            .map(|(comm, pid, _)| format!("{comm}[{pid}]"));
+        let mut s = self.stacks.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() < MAX_STACKS {
+            s.push(StackRecord {
+                t: ctx.elapsed(),
+                vcpu: ctx.index,
+                why,
+                task,
+                raw,
+                cost,
+            });
+        }
+    }
+
+    /// This vCPU's stack now, and every other vCPU's as soon as it is out
+    /// of the guest (a kick: microseconds, see `RunShared::request_inspect`).
+    fn stacks_everywhere(&self, ctx: &VcpuCtx<'_>, why: String) {
+        if self.stacks.lock().unwrap_or_else(|e| e.into_inner()).len() >= MAX_STACKS {
+            return;
+        }
+        {
+            let mut asked = self.asked.lock().unwrap_or_else(|e| e.into_inner());
+            for (v, a) in asked.iter_mut().enumerate() {
+                if v != ctx.index {
+                    *a = Some(why.clone());
+                }
+            }
+        }
+        for v in (0..self.cfg.vcpus).filter(|v| *v != ctx.index) {
+            ctx.request_inspect(v);
+        }
+        self.keep_stack(ctx, why);
     }
 
     /// Trigger names in the order they fired.
@@ -502,9 +573,23 @@ impl DebugHandler for Engine {
                 action = Some(i);
             }
         }
+        let goal_before = st.goal_reached;
         self.goal_check(&mut st);
+        let goal_now = st.goal_reached && !goal_before;
         self.cv.notify_all();
         let block_irq = block_irq.map(|d| self.draw(&mut st, d));
+        // Backtraces where they tell something: every vCPU at a stop and at
+        // the goal. Plain hits pay nothing.
+        let why = match (action, goal_now) {
+            (Some(i), _) => Some(format!("{} stops vCPU {v}", self.triggers[i].spec.name)),
+            (None, true) => Some(format!("goal reached on vCPU {v}")),
+            (None, false) => None,
+        };
+        if let Some(why) = why {
+            drop(st);
+            self.stacks_everywhere(ctx, why);
+            st = self.lock();
+        }
         let Some(i) = action else {
             return Resume { block_irq };
         };
@@ -565,5 +650,12 @@ impl DebugHandler for Engine {
         self.trace
             .record(ctx.elapsed(), v, EventKind::Resume, &s.name, String::new());
         Resume { block_irq }
+    }
+
+    fn on_inspect(&self, ctx: &mut VcpuCtx<'_>) {
+        let why = self.asked.lock().unwrap_or_else(|e| e.into_inner())[ctx.index].take();
+        if let Some(why) = why {
+            self.keep_stack(ctx, why);
+        }
     }
 }

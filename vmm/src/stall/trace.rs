@@ -17,6 +17,9 @@ pub enum EventKind {
     StallEnd,
     /// The vCPU re-enters the guest.
     Resume,
+    /// A kernel backtrace of the vCPU (`detail`: its top frames), taken at
+    /// a stop, at the goal, or at the end of a crashed run.
+    Stack,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +65,13 @@ impl Trace {
         });
     }
 
+    /// Adds an event recorded elsewhere (a symbolized stack), in time order.
+    pub fn insert(&self, e: Event) {
+        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let at = ev.partition_point(|x| x.t_us <= e.t_us);
+        ev.insert(at, e);
+    }
+
     pub fn events(&self) -> Vec<Event> {
         self.events
             .lock()
@@ -97,6 +107,15 @@ pub fn diagram(events: &[Event], vcpus: usize) -> String {
             EventKind::StallStart => format!("  stalled ({})", e.detail),
             EventKind::StallEnd => format!("  stall ends: {}", e.detail),
             EventKind::Resume => "  runs on".to_string(),
+            // The top of the stack; the trace and stacks.txt have all of it.
+            EventKind::Stack => format!(
+                "  stack: {}",
+                e.detail
+                    .split(" < ")
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" < ")
+            ),
             EventKind::Hit => unreachable!(),
         };
         // Wrapped within the vCPU's column, never cut: the offset and the

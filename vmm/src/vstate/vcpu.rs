@@ -2,6 +2,7 @@
 //! run on reset / triple fault / host emulation failure, and hands
 //! breakpoint hits to a [`DebugHandler`]. A handler that does not return
 //! keeps its vCPU out of `KVM_RUN`: that is what a stall is, here.
+use crate::debug::stack::{self, RawStack};
 use crate::devices::{PioBus, PioEvent};
 use crate::host::{EmulationFixup, HostProfile};
 use kvm_bindings::{
@@ -9,7 +10,7 @@ use kvm_bindings::{
     KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
 };
 use kvm_ioctls::{VcpuExit, VcpuFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -72,6 +73,12 @@ pub struct RunShared {
     end: Mutex<Option<End>>,
     cv: Condvar,
     pub start: Instant,
+    /// vCPUs asked to call their handler's `on_inspect` (bit per vCPU).
+    inspect: AtomicU64,
+    /// Each vCPU thread, to kick it out of KVM_RUN.
+    threads: Mutex<Vec<(usize, libc::pthread_t)>>,
+    /// Each vCPU's stack when a run ended on a kernel report.
+    final_stacks: Mutex<Vec<(usize, RawStack)>>,
 }
 
 impl RunShared {
@@ -83,7 +90,54 @@ impl RunShared {
             end: Mutex::new(None),
             cv: Condvar::new(),
             start,
+            inspect: AtomicU64::new(0),
+            threads: Mutex::new(Vec::new()),
+            final_stacks: Mutex::new(Vec::new()),
         }
+    }
+
+    fn register_thread(&self, vcpu: usize) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((vcpu, me));
+    }
+
+    /// Ask `vcpu` to call its handler's `on_inspect` as soon as it is out
+    /// of KVM_RUN: a signal kicks it out. One that lands just before it
+    /// enters KVM_RUN is seen at its next exit (a timer tick at the latest).
+    pub fn request_inspect(&self, vcpu: usize) {
+        if vcpu >= 64 {
+            return;
+        }
+        self.inspect.fetch_or(1 << vcpu, Ordering::AcqRel);
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for (v, t) in threads.iter() {
+            if *v == vcpu {
+                // SAFETY: the thread is alive while the run is (vCPU threads
+                // are joined after the run ends); SIGRTMIN has a handler.
+                unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
+            }
+        }
+    }
+
+    fn take_inspect(&self, vcpu: usize) -> bool {
+        vcpu < 64
+            && self.inspect.load(Ordering::Relaxed) & (1 << vcpu) != 0
+            && self.inspect.fetch_and(!(1 << vcpu), Ordering::AcqRel) & (1 << vcpu) != 0
+    }
+
+    /// Each vCPU's kernel stack as the run ended on a kernel report.
+    pub fn final_stacks(&self) -> Vec<(usize, RawStack)> {
+        let mut v = self
+            .final_stacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        v.sort_by_key(|s| s.0);
+        v
     }
 
     pub fn stopping(&self) -> bool {
@@ -154,6 +208,9 @@ pub trait DebugHandler: Send + Sync {
     /// A breakpoint in `slot` fired on this vCPU. May block (a stall); must
     /// return promptly once `ctx.stopping()`.
     fn on_hit(&self, ctx: &mut VcpuCtx<'_>, slot: usize) -> Resume;
+    /// This vCPU was asked to look at itself ([`VcpuCtx::request_inspect`]).
+    /// Should be quick: the vCPU is out of the guest meanwhile.
+    fn on_inspect(&self, _ctx: &mut VcpuCtx<'_>) {}
 }
 
 /// Guest state of a vCPU stopped at a hit.
@@ -196,6 +253,42 @@ impl VcpuCtx<'_> {
         let mut b = [0u8; 8];
         self.read_virt(gva, &mut b)?;
         Some(u64::from_le_bytes(b))
+    }
+
+    /// This vCPU's kernel stack, unsymbolized (see [`crate::debug::stack`]).
+    /// A stack spans a page or two: each page is translated once.
+    pub fn stack(&self) -> RawStack {
+        let (Some(r), Some(s)) = (self.regs(), self.sregs()) else {
+            return RawStack::default();
+        };
+        let pages = std::cell::RefCell::new(Vec::<(u64, u64)>::new());
+        let read = |gva: u64| -> Option<u64> {
+            if gva & 0xfff > 0xff8 {
+                return self.read_u64(gva);
+            }
+            let page = gva & !0xfff;
+            let known = pages.borrow().iter().find(|p| p.0 == page).map(|p| p.1);
+            let phys = match known {
+                Some(p) => p,
+                None => {
+                    let t = self.fd.translate_gva(page).ok()?;
+                    if t.valid == 0 {
+                        return None;
+                    }
+                    pages.borrow_mut().push((page, t.physical_address));
+                    t.physical_address
+                }
+            };
+            self.mem
+                .read_obj::<u64>(GuestAddress(phys + (gva & 0xfff)))
+                .ok()
+        };
+        stack::walk(r.rip, r.rsp, r.rbp, s.cs.selector & 3 == 3, read)
+    }
+
+    /// Have `vcpu` call the handler's `on_inspect` soon (its next exit).
+    pub fn request_inspect(&self, vcpu: usize) {
+        self.shared.request_inspect(vcpu)
     }
 
     /// Tell the guest it was paused (`KVM_KVMCLOCK_CTRL`): its watchdogs
@@ -266,6 +359,7 @@ impl VcpuRunner {
     }
 
     fn run_loop(&mut self) {
+        self.shared.register_thread(self.index);
         let bps = self
             .handler
             .as_ref()
@@ -284,6 +378,16 @@ impl VcpuRunner {
         let mut stepping = false;
         let mut block_until: Option<Instant> = None;
         while !self.shared.stopping() {
+            if self.shared.take_inspect(self.index) {
+                if let Some(h) = self.handler.clone() {
+                    h.on_inspect(&mut VcpuCtx {
+                        index: self.index,
+                        fd: &self.fd,
+                        mem: &self.mem,
+                        shared: &self.shared,
+                    });
+                }
+            }
             if block_until.is_some_and(|t| t <= Instant::now()) && !stepping {
                 block_until = None;
                 self.shared.set_irq_block(self.index, None);
@@ -357,6 +461,20 @@ impl VcpuRunner {
                     tracing::debug!(exit = %s, "unhandled exit ignored");
                 }
             }
+        }
+        if matches!(self.shared.end(), Some(End::ReportEnd(_))) {
+            let st = VcpuCtx {
+                index: self.index,
+                fd: &self.fd,
+                mem: &self.mem,
+                shared: &self.shared,
+            }
+            .stack();
+            self.shared
+                .final_stacks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((self.index, st));
         }
         if let (Ok(r), Ok(s)) = (self.fd.get_regs(), self.fd.get_sregs()) {
             let mp = self
