@@ -46,8 +46,8 @@ fn reverted_kernel_crashes_in_do_task_dead() {
 
     // Both vCPUs' stacks at the goal: the exiter in do_task_dead, the
     // waker stopped in ttwu_do_wakeup called from try_to_wake_up.
-    let stacks = std::fs::read_to_string(out.join("reverted-inject/run000/stacks.txt"))
-        .expect("stacks.txt");
+    let stacks =
+        std::fs::read_to_string(out.join("reverted-inject/run000/stacks.txt")).expect("stacks.txt");
     let goal = stacks_for(&stacks, "goal reached");
     let on = |v: &str| {
         goal.iter()
@@ -55,7 +55,10 @@ fn reverted_kernel_crashes_in_do_task_dead() {
             .unwrap_or_else(|| panic!("vCPU {v} at the goal: {stacks}"))
             .1
     };
-    assert!(on("0").contains("#0  do_task_dead+0x0 (kernel/sched/core.c:"), "{stacks}");
+    assert!(
+        on("0").contains("#0  do_task_dead+0x0 (kernel/sched/core.c:"),
+        "{stacks}"
+    );
     let waker = on("1");
     let (wake, ttwu) = (waker.find("ttwu_do_wakeup"), waker.find("try_to_wake_up+"));
     assert!(wake.is_some() && ttwu > wake, "{stacks}");
