@@ -11,10 +11,14 @@ cd "$(dirname "$0")"
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
 bash guest/build.sh
-# Debian's stock VM kernel, only for `kernel check` (never booted).
+# Debian's stock VM kernel, only for `kernel check` (never booted); gdb,
+# for the test that drives it against `--gdb`.
+sudo_=""; [[ $(id -u) == 0 ]] || sudo_=sudo
 if ! compgen -G "/boot/vmlinuz-*-cloud-amd64" >/dev/null; then
-    sudo_=""; [[ $(id -u) == 0 ]] || sudo_=sudo
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends linux-image-cloud-amd64 >/dev/null
+fi
+if ! command -v gdb >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends gdb >/dev/null
 fi
 cargo build --release -p preemptor
 # Every scenario's kernels, built (or found in the cache) before the tests

@@ -11,7 +11,7 @@ use crate::devices::{Console, ConsoleConfig, PioBus, SerialDevice};
 use crate::host::HostProfile;
 use crate::vstate::snapshot::{file::SnapshotKey, RestoreStats, Restorer, Snapshot};
 use crate::vstate::vcpu::VcpuRunner;
-use crate::vstate::{vm, DebugHandler, End, RunShared, Vm, VmConfig};
+use crate::vstate::{vm, DebugHandler, End, GdbConfig, GdbCtl, RunShared, Vm, VmConfig};
 pub use artifacts::{Kernel, KernelFormat};
 use kvm_ioctls::VcpuFd;
 use linux_loader::cmdline::Cmdline;
@@ -56,6 +56,8 @@ pub struct BootConfig {
     pub console: ConsoleConfig,
     /// What the guest workload reads as its seed (`ready()` in guest/src/lib.rs).
     pub guest_seed: u32,
+    /// Serve gdb (see [`crate::vstate::gdb`]).
+    pub gdb: Option<GdbConfig>,
 }
 
 /// What every guest gets: ttyS0 console; restart on panic and on init's
@@ -89,6 +91,8 @@ pub struct RunOutput {
     pub restore: Option<RestoreStats>,
     /// Each vCPU's kernel stack when the run ended on a kernel report.
     pub final_stacks: Vec<(usize, crate::debug::stack::RawStack)>,
+    /// gdb was given the machine, and why (what froze it).
+    pub inspected: Option<String>,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -288,11 +292,51 @@ fn execute(
         workload_ready: Default::default(),
         console: console.clone(),
     });
-    let shared = Arc::new(RunShared::new(start, want_snapshot));
+    let gdb = match &cfg.gdb {
+        Some(g) => {
+            let listener = std::net::TcpListener::bind(&g.addr)
+                .map_err(|e| Error::Host(format!("--gdb {}: {e}", g.addr)))?;
+            Some((Arc::new(GdbCtl::new(g.clone(), cfg.vm.vcpus)), listener))
+        }
+        None => None,
+    };
+    let mut rs = RunShared::new(start, want_snapshot);
+    if let Some((ctl, _)) = &gdb {
+        rs = rs.with_gdb(ctl.clone());
+    }
+    let shared = Arc::new(rs);
     {
         let shared = shared.clone();
         console.on_end_line(move |l| shared.finish(End::ReportEnd(l.to_string())));
     }
+    let gdb_thread = match gdb {
+        Some((ctl, listener)) => {
+            if ctl.on_crash() {
+                // Freeze at the report's first line, on the vCPU printing it.
+                let (c, sh) = (ctl.clone(), shared.clone());
+                console.on_line(move |l| {
+                    if !crate::report::starts_report(l) {
+                        return true;
+                    }
+                    let v = crate::vstate::current_vcpu().unwrap_or(0);
+                    if c.request_freeze(v, &format!("kernel report: {}", l.trim())) {
+                        sh.kick_all();
+                    }
+                    false
+                });
+            }
+            let sh = shared.clone();
+            let c = ctl.clone();
+            Some((
+                ctl,
+                std::thread::Builder::new()
+                    .name("gdb".into())
+                    .spawn(move || crate::vstate::gdb::serve(c, listener, move || sh.kick_all()))
+                    .map_err(Error::Thread)?,
+            ))
+        }
+        None => None,
+    };
 
     let mut threads = Vec::new();
     for (index, fd) in vm.vcpus.drain(..).enumerate() {
@@ -331,11 +375,27 @@ fn execute(
         {
             break end;
         }
+        // Time gdb holds the machine does not count against the timeout.
+        let held = gdb_thread
+            .as_ref()
+            .map(|(c, _)| c.held())
+            .unwrap_or_default();
         if INTERRUPTED.swap(false, Ordering::SeqCst) {
             shared.finish(End::Interrupted);
-        } else if start.elapsed() >= cfg.timeout {
+        } else if start.elapsed().saturating_sub(held) >= cfg.timeout {
             shared.finish(End::Timeout);
         }
+    };
+    let inspected = match gdb_thread {
+        Some((ctl, t)) => {
+            ctl.finish(u8::from(matches!(
+                end,
+                End::ReportEnd(_) | End::TripleFault { .. }
+            )));
+            let _ = t.join();
+            ctl.inspected()
+        }
+        None => None,
     };
     let mut fds = stop_threads(threads);
     if let Some(r) = from {
@@ -362,6 +422,7 @@ fn execute(
             elapsed: start.elapsed(),
             restore,
             final_stacks: shared.final_stacks(),
+            inspected,
         },
         snap,
     ))

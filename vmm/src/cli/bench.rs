@@ -270,6 +270,7 @@ fn boot(
         timeout: Duration::from_secs(timeout),
         console: ConsoleConfig::default(),
         guest_seed: 0,
+        gdb: None,
     };
     println!(
         "bench boot: {} ({} vCPUs, {memory} MiB, host profile {}), {runs} runs each, alternating",

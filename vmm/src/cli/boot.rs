@@ -58,6 +58,8 @@ pub struct BootArgs {
     /// Seed for probabilities, random stall durations and the workload.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    #[command(flatten)]
+    pub gdb: super::GdbArgs,
 }
 
 impl BootArgs {
@@ -92,6 +94,7 @@ impl BootArgs {
                 ..Default::default()
             },
             guest_seed: self.seed as u32,
+            gdb: self.gdb.split().map(|g| g.0),
         })
     }
 }
@@ -101,11 +104,17 @@ impl BootArgs {
 pub fn engine(
     cfg: &BootConfig,
     breaks: &[String],
+    freeze: Option<crate::stall::Freeze>,
     seed: u64,
     syms: Option<&Result<Symbols, crate::debug::symbols::Error>>,
 ) -> Result<Option<Arc<Engine>>, UsageError> {
     if breaks.is_empty() {
-        return Ok(None);
+        return match freeze {
+            Some(_) => Err(UsageError(
+                "--gdb-on goal or TRIGGER needs --break triggers (or a scenario: `run`)".into(),
+            )),
+            None => Ok(None),
+        };
     }
     let specs = breaks
         .iter()
@@ -128,6 +137,7 @@ pub fn engine(
         hw_slots: 4,
         goal: vec![],
         disarm_on_goal: false,
+        freeze,
     };
     Ok(Some(Arc::new(Engine::new(specs, syms, ecfg)?)))
 }
@@ -139,7 +149,8 @@ pub fn run(a: BootArgs) -> Result<i32, UsageError> {
     let syms = cfg.kernel.vmlinux.as_ref().map(|v| Symbols::load(v));
     let loaded = syms.as_ref().and_then(|s| s.as_ref().ok());
     crate::scenario::runner::preflight(&cfg.kernel, &profile, loaded)?;
-    let engine = engine(&cfg, &a.breaks, a.seed, syms.as_ref())?;
+    let freeze = a.gdb.split().and_then(|g| g.1);
+    let engine = engine(&cfg, &a.breaks, freeze, a.seed, syms.as_ref())?;
     eprintln!(
         "preemptor: host profile {}; kernel {}",
         profile.name(),
@@ -171,10 +182,14 @@ pub fn run(a: BootArgs) -> Result<i32, UsageError> {
         println!("{j}");
     } else {
         println!(
-            "verdict: {v} (cpus {}, {:.1} s, {})",
+            "verdict: {v} (cpus {}, {:.1} s, {}){}",
             m.cpus.map(|c| c.to_string()).unwrap_or("?".into()),
             out.elapsed.as_secs_f64(),
-            out.end
+            out.end,
+            match &out.inspected {
+                Some(w) => format!("; inspected with gdb ({w})"),
+                None => String::new(),
+            }
         );
     }
     Ok(if v == verdict::Verdict::Clean { 0 } else { 1 })

@@ -38,6 +38,7 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
         snapshot_file: None,
         verify_restore: false,
         quiet: false,
+        gdb: Default::default(),
     };
     let results = execute(&plan)?;
     print_table(&results);

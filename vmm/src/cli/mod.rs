@@ -44,6 +44,46 @@ enum Cmd {
     Report(report::ReportArgs),
 }
 
+/// `--gdb ADDR --gdb-on WHEN`, shared by `boot` and `run`.
+#[derive(clap::Args, Clone, Default)]
+pub struct GdbArgs {
+    /// Serve the GDB remote protocol on ADDR (e.g. 127.0.0.1:1234): the
+    /// machine freezes at --gdb-on and waits for gdb (`target remote ADDR`;
+    /// one thread per vCPU). Its time with gdb does not count against the
+    /// timeout; `detach` lets the run go on.
+    #[arg(long, value_name = "ADDR")]
+    pub gdb: Option<String>,
+    /// When to freeze for gdb: `start` (before the first instruction),
+    /// `crash` (a kernel report's first line), `goal` (the interleaving
+    /// goal), or a trigger's name (when it stops its vCPU).
+    #[arg(long, value_name = "WHEN", default_value = "crash", requires = "gdb")]
+    pub gdb_on: String,
+}
+
+impl GdbArgs {
+    /// The VMM's part and the engine's part of the request.
+    pub fn split(&self) -> Option<(crate::vstate::GdbConfig, Option<crate::stall::Freeze>)> {
+        let addr = self.gdb.clone()?;
+        let mut cfg = crate::vstate::GdbConfig {
+            addr,
+            ..Default::default()
+        };
+        let freeze = match self.gdb_on.as_str() {
+            "start" => {
+                cfg.on_start = true;
+                None
+            }
+            "crash" => {
+                cfg.on_crash = true;
+                None
+            }
+            "goal" => Some(crate::stall::Freeze::Goal),
+            t => Some(crate::stall::Freeze::Trigger(t.to_string())),
+        };
+        Some((cfg, freeze))
+    }
+}
+
 /// A failure that is the user's or the setup's, not the guest's: exit 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);

@@ -51,6 +51,8 @@ pub struct RunArgs {
     /// restore.stale_pages; costs a compare of all guest memory per run).
     #[arg(long)]
     pub verify_restore: bool,
+    #[command(flatten)]
+    pub gdb: super::GdbArgs,
 }
 
 /// Runs with a progress bar; `label` heads it.
@@ -130,6 +132,7 @@ pub struct Plan {
     pub snapshot_file: Option<PathBuf>,
     pub verify_restore: bool,
     pub quiet: bool,
+    pub gdb: super::GdbArgs,
 }
 
 /// Every kernel × mode of the plan. Each kernel's snapshot is shared by its
@@ -147,6 +150,9 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
             )?;
             if let Some(f) = &plan.snapshot_file {
                 p = p.with_snapshot_file(f.clone());
+            }
+            if let Some((g, freeze)) = plan.gdb.split() {
+                p = p.with_gdb(g, freeze)?;
             }
             p.verify_restore = plan.verify_restore;
             if let Some(q) = first.iter().find(|q| q.kernel_name == *kernel) {
@@ -263,6 +269,11 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     } else {
         a.kernels.clone()
     };
+    if a.gdb.gdb.is_some() && (a.runs != 1 || kernels.len() != 1 || a.baseline) {
+        return Err(UsageError(
+            "--gdb serves one run: give one --kernel and --runs 1, without --baseline".into(),
+        ));
+    }
     if a.snapshot.is_some() && (kernels.len() > 1 || a.baseline) {
         return Err(UsageError(
             "--snapshot FILE keeps one kernel's snapshot: give one --kernel, without --baseline"
@@ -285,6 +296,7 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         snapshot_file: a.snapshot.clone(),
         verify_restore: a.verify_restore,
         quiet: a.json,
+        gdb: a.gdb.clone(),
     };
     let results = execute(&plan)?;
     let ok = results.iter().all(|r| r.ok);
@@ -297,7 +309,7 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         for k in &results {
             for r in &k.runs {
                 println!(
-                    "{} {} run {:>3} seed {:>4}: {} (goal {}, {:.1} s){}",
+                    "{} {} run {:>3} seed {:>4}: {} (goal {}, {:.1} s){}{}",
                     k.kernel,
                     if k.inject { "inject" } else { "baseline" },
                     r.index,
@@ -309,7 +321,11 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
                         "not reached"
                     },
                     r.seconds,
-                    if r.conclusive { "" } else { " inconclusive" }
+                    if r.conclusive { "" } else { " inconclusive" },
+                    match &r.inspected {
+                        Some(w) => format!("; inspected with gdb ({w})"),
+                        None => String::new(),
+                    }
                 );
             }
         }

@@ -37,6 +37,7 @@ impl Default for ConsoleConfig {
 }
 
 type EndHook = Box<dyn Fn(&str) + Send>;
+type LineHook = Box<dyn FnMut(&str) -> bool + Send>;
 
 /// First line of every console log file: says the lines carry host
 /// timestamps, so [`guest_text`] can give back what the guest printed.
@@ -90,6 +91,8 @@ struct Inner {
     /// Host time of each marker line, in order.
     markers: Vec<(Duration, String)>,
     on_end_line: Option<EndHook>,
+    /// Called with every complete guest line while it returns true.
+    on_line: Option<LineHook>,
     /// Notes held back until the guest's current line ends.
     pending_notes: Vec<String>,
 }
@@ -120,6 +123,7 @@ impl Console {
             line: Vec::new(),
             markers: Vec::new(),
             on_end_line: None,
+            on_line: None,
             pending_notes: Vec::new(),
         }))))
     }
@@ -155,6 +159,12 @@ impl Console {
         } else {
             g.pending_notes.push(line);
         }
+    }
+
+    /// Called with each complete guest line (on the thread that wrote it)
+    /// until it returns false.
+    pub fn on_line(&self, f: impl FnMut(&str) -> bool + Send + 'static) {
+        self.inner().on_line = Some(Box::new(f));
     }
 
     /// Called with the first guest line that matches `end_on`.
@@ -219,6 +229,11 @@ impl Inner {
             if let Some(rest) = line.strip_prefix(MARK) {
                 self.markers
                     .push((self.start.elapsed(), rest.trim().to_string()));
+            }
+            if let Some(mut f) = self.on_line.take() {
+                if f(&line) {
+                    self.on_line = Some(f);
+                }
             }
             if self.cfg.end_on.iter().any(|e| line.contains(e.as_str())) {
                 if let Some(f) = self.on_end_line.take() {

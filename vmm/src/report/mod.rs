@@ -44,6 +44,11 @@ pub struct Report {
     pub text: String,
 }
 
+/// Whether a console line starts a kernel report (its header).
+pub fn starts_report(line: &str) -> bool {
+    OOPSES.iter().any(|o| o.matches(line))
+}
+
 /// Classifies a raw guest console log; `None` when it shows no crash.
 pub fn classify(log: &str) -> Option<Report> {
     let lines = split_lines(log);

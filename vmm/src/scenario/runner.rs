@@ -8,9 +8,9 @@ use crate::debug::stack::{self, Frame, RawStack};
 use crate::debug::symbols::Symbols;
 use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
-use crate::stall::{trace, Engine, EngineConfig, Event, EventKind};
+use crate::stall::{trace, Engine, EngineConfig, Event, EventKind, Freeze};
 use crate::vstate::snapshot::{file, Restorer, Snapshot};
-use crate::vstate::{DebugHandler, VmConfig};
+use crate::vstate::{DebugHandler, GdbConfig, VmConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub struct Prepared {
     /// gives the snapshot's memory exactly.
     pub verify_restore: bool,
     snapshot: Arc<std::sync::OnceLock<Result<Restorer, String>>>,
+    /// The engine's part of a gdb request (the VMM's is in `boot`).
+    freeze: Option<Freeze>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +72,9 @@ pub struct RunResult {
     /// For a restored run: what the restore copied and cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreInfo>,
+    /// gdb was given the machine in this run, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspected: Option<String>,
     /// For a crash: the kernel report (first lines), for CI logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
@@ -263,6 +268,7 @@ pub fn prepare(
             ..Default::default()
         },
         guest_seed: 0,
+        gdb: None,
     };
     let p = Prepared {
         scenario,
@@ -277,6 +283,7 @@ pub fn prepare(
         snapshot_file: None,
         verify_restore: false,
         snapshot: Default::default(),
+        freeze: None,
     };
     p.engine(0)?; // validate triggers against this kernel before any boot
     Ok(p)
@@ -300,6 +307,7 @@ impl Prepared {
             hw_slots: 4,
             goal: s.goal.sequence.clone(),
             disarm_on_goal: s.goal.disarm_on_goal,
+            freeze: self.freeze.clone(),
         };
         Engine::new(s.triggers.clone(), syms, cfg)
             .map(|e| Some(Arc::new(e)))
@@ -328,6 +336,20 @@ impl Prepared {
     /// Use the snapshot in `path` if there is one (refused unless taken
     /// with this kernel, initramfs, command line and machine), else take
     /// one and keep it there. Implies snapshot mode.
+    /// Serve gdb in each run (see `vstate::gdb`); `freeze`: when the engine
+    /// freezes the machine for it. Checks a trigger name now.
+    pub fn with_gdb(mut self, cfg: GdbConfig, freeze: Option<Freeze>) -> Result<Self, Error> {
+        if freeze.is_some() && !self.inject {
+            return Err(Error::Other(
+                "--gdb-on goal or TRIGGER needs injection (not --no-inject)".into(),
+            ));
+        }
+        self.boot.gdb = Some(cfg);
+        self.freeze = freeze;
+        self.engine(0)?;
+        Ok(self)
+    }
+
     pub fn with_snapshot_file(mut self, path: PathBuf) -> Self {
         self.use_snapshot = true;
         self.snapshot_file = Some(path);
@@ -532,6 +554,7 @@ impl Prepared {
             seconds: o.elapsed.as_secs_f64(),
             fired: engine.as_ref().map(|e| e.fired()).unwrap_or_default(),
             restore,
+            inspected: o.inspected.clone(),
             report,
             events,
             diagram,
@@ -726,6 +749,7 @@ mod tests {
             seconds: 1.0,
             fired: vec![],
             restore: None,
+            inspected: None,
             report: None,
             events: vec![],
             diagram: String::new(),

@@ -40,6 +40,17 @@ pub struct EngineConfig {
     pub goal: Vec<String>,
     /// Disarm everything once the goal is reached, so the run ends soon.
     pub disarm_on_goal: bool,
+    /// Freeze the machine for gdb at this moment (see `vstate::gdb`).
+    pub freeze: Option<Freeze>,
+}
+
+/// When the engine freezes the machine for gdb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freeze {
+    /// When the interleaving goal is reached.
+    Goal,
+    /// When this trigger stops its vCPU (before its stall).
+    Trigger(String),
 }
 
 struct Trigger {
@@ -129,6 +140,11 @@ impl Engine {
         for (i, n) in names.iter().enumerate() {
             if names[..i].contains(n) {
                 return Err(Error::DuplicateName(n.to_string()));
+            }
+        }
+        if let Some(Freeze::Trigger(t)) = &cfg.freeze {
+            if !names.contains(&t.as_str()) {
+                return Err(Error::UnknownTrigger("--gdb-on".into(), t.clone()));
             }
         }
         let captured: Vec<&str> = specs
@@ -429,9 +445,18 @@ impl Engine {
     }
 
     /// Wait until `done(state)` or the deadline or the VM stops; true if done.
+    /// A stalled vCPU serves gdb while the machine is frozen for it, and
+    /// its stall does not count that time.
     fn wait(&self, ctx: &VcpuCtx<'_>, deadline: Instant, done: impl Fn(&State) -> bool) -> bool {
+        let mut deadline = deadline;
         let mut st = self.lock();
         loop {
+            drop(st);
+            let held = ctx.serve_gdb();
+            if held > Duration::from_millis(1) {
+                deadline += held;
+            }
+            st = self.lock();
             if done(&st) {
                 return true;
             }
@@ -589,6 +614,16 @@ impl DebugHandler for Engine {
             drop(st);
             self.stacks_everywhere(ctx, why);
             st = self.lock();
+        }
+        let freeze = match (&self.cfg.freeze, action) {
+            (Some(Freeze::Goal), _) if goal_now => Some(format!("goal reached on vCPU {v}")),
+            (Some(Freeze::Trigger(t)), Some(i)) if *t == self.triggers[i].spec.name => {
+                Some(format!("trigger {t} stopped vCPU {v}"))
+            }
+            _ => None,
+        };
+        if let Some(why) = freeze {
+            ctx.request_freeze(&why);
         }
         let Some(i) = action else {
             return Resume { block_irq };

@@ -8,6 +8,6 @@ pub mod engine;
 pub mod spec;
 pub mod trace;
 
-pub use engine::{Engine, EngineConfig};
+pub use engine::{Engine, EngineConfig, Freeze};
 pub use spec::{Duration2, Reg, StallSpec, TriggerSpec};
 pub use trace::{Event, EventKind, Trace};

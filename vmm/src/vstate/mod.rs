@@ -2,9 +2,11 @@
 //! loop. The loop knows nothing of scenarios: debug exits go to a
 //! [`vcpu::DebugHandler`] (the stall engine implements it).
 pub mod exitbench;
+pub mod gdb;
 pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
 
-pub use vcpu::{DebugHandler, End, Resume, RunShared, VcpuCtx};
+pub use gdb::{GdbConfig, GdbCtl};
+pub use vcpu::{current_vcpu, DebugHandler, End, Resume, RunShared, VcpuCtx};
 pub use vm::{Vm, VmConfig};

@@ -2,6 +2,7 @@
 //! run on reset / triple fault / host emulation failure, and hands
 //! breakpoint hits to a [`DebugHandler`]. A handler that does not return
 //! keeps its vCPU out of `KVM_RUN`: that is what a stall is, here.
+use super::gdb::{Cmd, GdbCtl, StopKind};
 use crate::debug::stack::{self, RawStack};
 use crate::devices::{PioBus, PioEvent};
 use crate::host::{EmulationFixup, HostProfile};
@@ -79,6 +80,18 @@ pub struct RunShared {
     threads: Mutex<Vec<(usize, libc::pthread_t)>>,
     /// Each vCPU's stack when a run ended on a kernel report.
     final_stacks: Mutex<Vec<(usize, RawStack)>>,
+    /// The gdb server's control, when there is one.
+    pub gdb: Option<Arc<GdbCtl>>,
+}
+
+thread_local! {
+    /// The vCPU this thread runs, for hooks that run on it (the console's).
+    static VCPU: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The vCPU the calling thread runs, if it is a vCPU thread.
+pub fn current_vcpu() -> Option<usize> {
+    VCPU.with(|v| v.get())
 }
 
 impl RunShared {
@@ -93,10 +106,26 @@ impl RunShared {
             inspect: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             final_stacks: Mutex::new(Vec::new()),
+            gdb: None,
+        }
+    }
+
+    pub fn with_gdb(mut self, g: Arc<GdbCtl>) -> Self {
+        self.gdb = Some(g);
+        self
+    }
+
+    /// Kick every vCPU thread out of KVM_RUN (they look at their flags).
+    pub fn kick_all(&self) {
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, t) in threads.iter() {
+            // SAFETY: as in request_inspect.
+            unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
         }
     }
 
     fn register_thread(&self, vcpu: usize) {
+        VCPU.with(|v| v.set(Some(vcpu)));
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() };
         self.threads
@@ -286,6 +315,44 @@ impl VcpuCtx<'_> {
         stack::walk(r.rip, r.rsp, r.rbp, s.cs.selector & 3 == 3, read)
     }
 
+    /// Write guest memory at a guest-virtual address, page by page.
+    pub fn write_virt(&self, gva: u64, buf: &[u8]) -> Option<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let va = gva + done as u64;
+            let t = self.fd.translate_gva(va).ok()?;
+            if t.valid == 0 {
+                return None;
+            }
+            let n = (buf.len() - done).min((0x1000 - (va & 0xfff)) as usize);
+            self.mem
+                .write_slice(&buf[done..done + n], GuestAddress(t.physical_address))
+                .ok()?;
+            done += n;
+        }
+        Some(())
+    }
+
+    /// Freeze the machine for gdb, if a gdb server is waiting for this
+    /// (the first request only): every vCPU serves gdb at its next exit.
+    pub fn request_freeze(&self, why: &str) {
+        if let Some(g) = &self.shared.gdb {
+            if g.request_freeze(self.index, why) {
+                self.shared.kick_all();
+            }
+        }
+    }
+
+    /// If the machine is frozen for gdb, serve gdb here (a handler that
+    /// holds its vCPU, in a stall, calls this); returns the time it took.
+    pub fn serve_gdb(&self) -> Duration {
+        let t0 = Instant::now();
+        if let Some(g) = self.shared.gdb.as_ref().filter(|g| g.frozen()) {
+            serve_gdb(g, self);
+        }
+        t0.elapsed()
+    }
+
     /// Have `vcpu` call the handler's `on_inspect` soon (its next exit).
     pub fn request_inspect(&self, vcpu: usize) {
         self.shared.request_inspect(vcpu)
@@ -304,6 +371,33 @@ impl VcpuCtx<'_> {
     pub fn elapsed(&self) -> Duration {
         self.shared.start.elapsed()
     }
+}
+
+/// Serve gdb's requests with this vCPU's state until gdb resumes it.
+fn serve_gdb(g: &GdbCtl, ctx: &VcpuCtx<'_>) {
+    g.serve(ctx.index, |cmd| match cmd {
+        Cmd::Regs(tx) => {
+            let _ = tx.send(ctx.regs().zip(ctx.sregs()));
+            None
+        }
+        Cmd::SetRegs(r, tx) => {
+            let _ = tx.send(ctx.fd.set_regs(&r).is_ok());
+            None
+        }
+        Cmd::Read(a, n, tx) => {
+            let mut b = vec![0u8; n];
+            let _ = tx.send(ctx.read_virt(a, &mut b).map(|_| b));
+            None
+        }
+        Cmd::Write(a, b, tx) => {
+            let _ = tx.send(ctx.write_virt(a, &b).is_some());
+            None
+        }
+        Cmd::Resume { step } => Some(step),
+    });
+    // As QEMU does on `cont`: the guest's watchdogs should not count the
+    // time gdb held it.
+    ctx.announce_pause();
 }
 
 const DR6_BS: u64 = 1 << 14;
@@ -377,7 +471,19 @@ impl VcpuRunner {
         }
         let mut stepping = false;
         let mut block_until: Option<Instant> = None;
+        let gdb = self.shared.gdb.clone();
         while !self.shared.stopping() {
+            if let Some(g) = gdb.as_ref().filter(|g| g.frozen()) {
+                serve_gdb(g, &self.ctx());
+                // gdb's breakpoints and step while attached, ours after.
+                self.set_debug(if g.attached() {
+                    let (b, step) = g.debug_for(self.index);
+                    guest_debug(&b, step, step)
+                } else {
+                    guest_debug(&bps, false, block_until.is_some())
+                });
+                continue;
+            }
             if self.shared.take_inspect(self.index) {
                 if let Some(h) = self.handler.clone() {
                     h.on_inspect(&mut VcpuCtx {
@@ -420,10 +526,29 @@ impl VcpuRunner {
                 }
                 VcpuExit::MmioWrite(addr, _) => tracing::debug!(addr, "ignored MMIO write"),
                 VcpuExit::Debug(arch) => {
+                    let g = gdb.as_ref().filter(|g| g.attached());
                     if stepping {
-                        // Stepped past the breakpointed instruction: re-arm.
+                        // Stepped past the breakpointed instruction: re-arm
+                        // (gdb's breakpoints if it holds the machine now).
                         stepping = false;
-                        self.set_debug(guest_debug(&bps, false, block_until.is_some()));
+                        match g {
+                            Some(g) if g.debug_for(self.index).1 => {
+                                g.report_stop(self.index, StopKind::Step)
+                            }
+                            Some(g) => {
+                                let (b, _) = g.debug_for(self.index);
+                                self.set_debug(guest_debug(&b, false, false));
+                            }
+                            None => self.set_debug(guest_debug(&bps, false, block_until.is_some())),
+                        }
+                    } else if let Some(g) = g {
+                        // gdb's own breakpoint or step.
+                        let kind = if arch.dr6 & DR6_BS != 0 {
+                            StopKind::Step
+                        } else {
+                            StopKind::Breakpoint
+                        };
+                        g.report_stop(self.index, kind);
                     } else if let Some(h) = self.handler.clone() {
                         let slot = (arch.dr6 & 0xf).trailing_zeros() as usize;
                         if slot > 3 || arch.dr6 & DR6_BS != 0 {
@@ -490,6 +615,15 @@ impl VcpuRunner {
                 mp,
                 "vCPU stopped"
             );
+        }
+    }
+
+    fn ctx(&self) -> VcpuCtx<'_> {
+        VcpuCtx {
+            index: self.index,
+            fd: &self.fd,
+            mem: &self.mem,
+            shared: &self.shared,
         }
     }
 
