@@ -605,6 +605,12 @@ impl DebugHandler for Engine {
         let block_irq = block_irq.map(|d| self.draw(&mut st, d));
         // Backtraces where they tell something: every vCPU at a stop and at
         // the goal. Plain hits pay nothing.
+        // Stalling from now on: `during` triggers on other vCPUs see it at
+        // once, not only after the stacks below are taken (a vCPU released
+        // by this fire may race to its own site meanwhile).
+        if let Some(i) = action {
+            st.t[i].stalling = true;
+        }
         let why = match (action, goal_now) {
             (Some(i), _) => Some(format!("{} stops vCPU {v}", self.triggers[i].spec.name)),
             (None, true) => Some(format!("goal reached on vCPU {v}")),
