@@ -108,3 +108,36 @@ fn site_in_an_inlined_function_is_hit() {
         .count();
     assert!(hits > 0, "the inlined copy was never hit");
 }
+
+/// Random preemption: the chosen vCPU (only) is held at random moments,
+/// each hold recorded in the trace, and the guest still completes.
+#[test]
+fn random_preemption_holds_only_the_chosen_vcpu() {
+    require_kvm();
+    let d = tmp("preempt");
+    let trace = d.join("trace.jsonl");
+    let o = preemptor(&[
+        "boot",
+        "--workload",
+        "hello",
+        "--preempt",
+        "vcpus=1,gap=20ms,hold=500us..2ms",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(json(&o)["verdict"]["verdict"], "clean");
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let holds: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["kind"] == "preempt")
+        .collect();
+    assert!(
+        holds.len() >= 50,
+        "a hold every ~20 ms of a boot: {}",
+        holds.len()
+    );
+    assert!(holds.iter().all(|e| e["vcpu"] == 1), "vCPU 1 only");
+}

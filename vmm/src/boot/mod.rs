@@ -11,7 +11,9 @@ use crate::devices::{Console, ConsoleConfig, PioBus, SerialDevice};
 use crate::host::HostProfile;
 use crate::vstate::snapshot::{file::SnapshotKey, RestoreStats, Restorer, Snapshot};
 use crate::vstate::vcpu::VcpuRunner;
-use crate::vstate::{vm, DebugHandler, End, GdbConfig, GdbCtl, RunShared, Vm, VmConfig};
+use crate::vstate::{
+    vm, DebugHandler, End, GdbConfig, GdbCtl, PreemptConfig, RunShared, Vm, VmConfig,
+};
 pub use artifacts::{Kernel, KernelFormat};
 use kvm_ioctls::VcpuFd;
 use linux_loader::cmdline::Cmdline;
@@ -58,6 +60,8 @@ pub struct BootConfig {
     pub guest_seed: u32,
     /// Serve gdb (see [`crate::vstate::gdb`]).
     pub gdb: Option<GdbConfig>,
+    /// Random vCPU descheduling (see [`crate::vstate::preempt`]).
+    pub preempt: Option<PreemptConfig>,
 }
 
 /// What every guest gets: ttyS0 console; restart on panic and on init's
@@ -362,6 +366,18 @@ fn execute(
         }
     }
 
+    let preempter = match &cfg.preempt {
+        Some(p) => {
+            let (p, sh, n) = (p.clone(), shared.clone(), cfg.vm.vcpus);
+            Some(
+                std::thread::Builder::new()
+                    .name("preempt".into())
+                    .spawn(move || crate::vstate::preempt::run(p, sh, n))
+                    .map_err(Error::Thread)?,
+            )
+        }
+        None => None,
+    };
     let end = loop {
         let (due, next) = shared.irq_blocks_due();
         for v in due {
@@ -386,6 +402,9 @@ fn execute(
             shared.finish(End::Timeout);
         }
     };
+    if let Some(t) = preempter {
+        let _ = t.join();
+    }
     let inspected = match gdb_thread {
         Some((ctl, t)) => {
             ctl.finish(u8::from(matches!(

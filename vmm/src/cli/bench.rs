@@ -35,6 +35,22 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 10_000)]
         samples: usize,
     },
+    /// How much faster directed stalls find a race than random vCPU
+    /// preemption (a busy host) and than no injection: crash rates and
+    /// runs per crash of each, from the same snapshot.
+    Accel {
+        /// Scenario folder or TOML file.
+        scenario: std::path::PathBuf,
+        /// Its variant to use (default: the first that expects a crash).
+        #[arg(long)]
+        kernel: Option<String>,
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Random-preemption profiles or specs to try (default: every
+        /// profile); the best is compared.
+        #[arg(long = "preempt", value_name = "PROFILE|SPEC")]
+        preempt: Vec<crate::vstate::PreemptConfig>,
+    },
     /// Median time to the init's first line: preemptor vs QEMU microvm.
     Boot {
         #[arg(long, default_value = "base")]
@@ -141,12 +157,125 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
             timeout,
         } => boot(&kernel, runs, vcpus, memory, timeout),
         BenchWhat::Exits { samples } => exits(samples),
+        BenchWhat::Accel {
+            scenario,
+            kernel,
+            runs,
+            preempt,
+        } => accel(&scenario, kernel.as_deref(), runs, preempt),
         BenchWhat::Runs {
             scenario,
             kernel,
             runs,
         } => scenario_runs(&scenario, kernel.as_deref(), runs),
     }
+}
+
+/// Crash rate text: `k/n = x% (95% CI lo-hi%)`, and runs per crash.
+fn rate(rs: &[crate::scenario::runner::RunResult]) -> (String, Option<f64>, (f64, f64)) {
+    let s = crate::scenario::runner::summarize(rs);
+    let (lo, hi) = s.crash_rate_ci95.unwrap_or((0.0, 1.0));
+    let r = s.crash_rate.unwrap_or(0.0);
+    let per = if s.crashes > 0 {
+        format!("{:.1}", s.conclusive as f64 / s.crashes as f64)
+    } else {
+        format!("> {}", s.conclusive)
+    };
+    (
+        format!(
+            "{:>3}/{:<3} = {:>5.1}% (95% CI {:.1}-{:.1}%), runs per crash {per}",
+            s.crashes,
+            s.conclusive,
+            r * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        ),
+        s.crash_rate,
+        (lo, hi),
+    )
+}
+
+fn accel(
+    path: &std::path::Path,
+    kernel: Option<&str>,
+    runs: usize,
+    mut profiles: Vec<crate::vstate::PreemptConfig>,
+) -> Result<i32, UsageError> {
+    use crate::scenario::{runner, Expect, Scenario};
+    let scn = Scenario::load(path)?;
+    let kernel = match kernel {
+        Some(k) => k.to_string(),
+        None => scn
+            .variants()
+            .into_iter()
+            .find(|(_, v)| v.expect == Some(Expect::Crash))
+            .map(|(n, _)| n)
+            .ok_or(UsageError(format!(
+                "{}: no kernel variant expects a crash: give --kernel",
+                scn.path.display()
+            )))?,
+    };
+    if profiles.is_empty() {
+        for (name, ..) in crate::vstate::preempt::PROFILES {
+            profiles.push(name.parse().map_err(UsageError)?);
+        }
+    }
+    // One snapshot for all: the directed runs take it, the rest restore it.
+    let directed = runner::prepare(scn.clone(), &kernel, true, true)?;
+    let mut none = runner::prepare(scn.clone(), &kernel, false, true)?;
+    none.share_snapshot(&directed);
+    println!(
+        "bench accel: {} on kernel {kernel}, {runs} runs each, one snapshot; host profile {}",
+        scn.name,
+        directed.profile.name()
+    );
+    let go = |p: &runner::Prepared, label: &str| -> Result<_, UsageError> {
+        let mut rs = Vec::new();
+        for i in 0..runs {
+            rs.push(p.run_once(i, 1 + i as u64, None)?);
+        }
+        let (text, r, ci) = rate(&rs);
+        println!("  {label:<28} {text}");
+        Ok((r, ci))
+    };
+    let (a, a_ci) = go(&directed, "(a) directed stalls")?;
+    let mut best: Option<(String, Option<f64>, (f64, f64))> = None;
+    for p in &profiles {
+        let mut q = runner::prepare(scn.clone(), &kernel, false, true)?;
+        q.share_snapshot(&directed);
+        q.preempt = Some(p.clone());
+        let (r, ci) = go(&q, &format!("(b) random: {}", p.name))?;
+        if best
+            .as_ref()
+            .is_none_or(|b| r.unwrap_or(0.0) > b.1.unwrap_or(0.0))
+        {
+            best = Some((p.name.clone(), r, ci));
+        }
+    }
+    let (c, c_ci) = go(&none, "(c) no injection")?;
+    let (bname, b, b_ci) = best.expect("at least one profile");
+    // A ratio against a rate of 0 is bounded by the other side's interval.
+    let ratio = |x: Option<f64>, x_ci: (f64, f64), y: Option<f64>, y_ci: (f64, f64)| match (
+        x.unwrap_or(0.0),
+        y.unwrap_or(0.0),
+    ) {
+        (x, y) if y > 0.0 => format!("{:.1}x", x / y),
+        (x, _) if x > 0.0 => format!(
+            "at least {:.0}x (0 crashes: rate below {:.1}%)",
+            x_ci.0 / y_ci.1,
+            y_ci.1 * 100.0
+        ),
+        _ => "n/a (neither crashed)".into(),
+    };
+    println!(
+        "  (a)/(b) directed vs best random ({bname}): {}",
+        ratio(a, a_ci, b, b_ci)
+    );
+    println!(
+        "  (b)/(c) best random vs no injection: {}",
+        ratio(b, b_ci, c, c_ci)
+    );
+    Ok(0)
 }
 
 fn scenario_runs(
@@ -271,6 +400,7 @@ fn boot(
         console: ConsoleConfig::default(),
         guest_seed: 0,
         gdb: None,
+        preempt: None,
     };
     println!(
         "bench boot: {} ({} vCPUs, {memory} MiB, host profile {}), {runs} runs each, alternating",

@@ -60,6 +60,10 @@ pub struct BootArgs {
     pub seed: u64,
     #[command(flatten)]
     pub gdb: super::GdbArgs,
+    /// Random vCPU descheduling: a profile (light, overcommit, smi-storm)
+    /// or `vcpus=0+1,gap=10ms,hold=1ms..6ms`.
+    #[arg(long, value_name = "PROFILE|SPEC")]
+    pub preempt: Option<crate::vstate::PreemptConfig>,
 }
 
 impl BootArgs {
@@ -95,6 +99,10 @@ impl BootArgs {
             },
             guest_seed: self.seed as u32,
             gdb: self.gdb.split().map(|g| g.0),
+            preempt: self.preempt.clone().map(|mut p| {
+                p.seed = self.seed;
+                p
+            }),
         })
     }
 }
@@ -108,6 +116,20 @@ pub fn engine(
     seed: u64,
     syms: Option<&Result<Symbols, crate::debug::symbols::Error>>,
 ) -> Result<Option<Arc<Engine>>, UsageError> {
+    // Random preemption alone: an engine without triggers records it.
+    if breaks.is_empty() && freeze.is_none() && cfg.preempt.is_some() {
+        if let Some(Ok(syms)) = syms {
+            let ecfg = EngineConfig {
+                vcpus: cfg.vm.vcpus,
+                seed,
+                hw_slots: 4,
+                goal: vec![],
+                disarm_on_goal: false,
+                freeze: None,
+            };
+            return Ok(Some(Arc::new(Engine::new(vec![], syms, ecfg)?)));
+        }
+    }
     if breaks.is_empty() {
         return match freeze {
             Some(_) => Err(UsageError(

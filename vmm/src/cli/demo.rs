@@ -39,6 +39,7 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
         verify_restore: false,
         quiet: false,
         gdb: Default::default(),
+        preempt: None,
     };
     let results = execute(&plan)?;
     print_table(&results);

@@ -53,6 +53,11 @@ pub struct RunArgs {
     pub verify_restore: bool,
     #[command(flatten)]
     pub gdb: super::GdbArgs,
+    /// Random vCPU descheduling in every run, with the scenario's triggers
+    /// (or alone with --no-inject): a profile (light, overcommit,
+    /// smi-storm) or `vcpus=0+1,gap=10ms,hold=1ms..6ms`.
+    #[arg(long, value_name = "PROFILE|SPEC")]
+    pub preempt: Option<crate::vstate::PreemptConfig>,
 }
 
 /// Runs with a progress bar; `label` heads it.
@@ -133,6 +138,7 @@ pub struct Plan {
     pub verify_restore: bool,
     pub quiet: bool,
     pub gdb: super::GdbArgs,
+    pub preempt: Option<crate::vstate::PreemptConfig>,
 }
 
 /// Every kernel × mode of the plan. Each kernel's snapshot is shared by its
@@ -154,6 +160,7 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
             if let Some((g, freeze)) = plan.gdb.split() {
                 p = p.with_gdb(g, freeze)?;
             }
+            p.preempt = plan.preempt.clone();
             p.verify_restore = plan.verify_restore;
             if let Some(q) = first.iter().find(|q| q.kernel_name == *kernel) {
                 p.share_snapshot(q);
@@ -297,6 +304,7 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         verify_restore: a.verify_restore,
         quiet: a.json,
         gdb: a.gdb.clone(),
+        preempt: a.preempt.clone(),
     };
     let results = execute(&plan)?;
     let ok = results.iter().all(|r| r.ok);

@@ -47,6 +47,9 @@ pub struct SuiteArgs {
     /// Keep each run's console log, trace, verdict and diagram here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Random vCPU descheduling in every run (see `run --preempt`).
+    #[arg(long, value_name = "PROFILE|SPEC")]
+    pub preempt: Option<crate::vstate::PreemptConfig>,
 }
 
 #[derive(clap::Args)]
@@ -148,7 +151,19 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
     } else {
         &[true, false]
     };
-    let job = Job::new(env!("CARGO_PKG_VERSION"), a.seed, a.runs, &chosen, modes);
+    let options = a
+        .preempt
+        .as_ref()
+        .map(|p| format!("preempt={p:?}"))
+        .unwrap_or_default();
+    let job = Job::new(
+        env!("CARGO_PKG_VERSION"),
+        a.seed,
+        a.runs,
+        &chosen,
+        modes,
+        &options,
+    );
     let mine = job.share(shard);
     let mut writer = match &a.json {
         Some(f) => {
@@ -205,6 +220,7 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         if let Some(q) = shared {
             p.share_snapshot(&first[q]);
         }
+        p.preempt = a.preempt.clone();
         let build = build_id(&p);
         bar.set_prefix(format!("{} {} {}", cell.scenario, cell.kernel, cell.mode()));
         for i in idx {

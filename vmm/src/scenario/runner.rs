@@ -10,7 +10,7 @@ use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
 use crate::stall::{trace, Engine, EngineConfig, Event, EventKind, Freeze};
 use crate::vstate::snapshot::{file, Restorer, Snapshot};
-use crate::vstate::{DebugHandler, GdbConfig, VmConfig};
+use crate::vstate::{DebugHandler, GdbConfig, PreemptConfig, VmConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +52,8 @@ pub struct Prepared {
     snapshot: Arc<std::sync::OnceLock<Result<Restorer, String>>>,
     /// The engine's part of a gdb request (the VMM's is in `boot`).
     freeze: Option<Freeze>,
+    /// Random preemption in every run (seeded with the run's seed).
+    pub preempt: Option<PreemptConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,6 +271,7 @@ pub fn prepare(
         },
         guest_seed: 0,
         gdb: None,
+        preempt: None,
     };
     let p = Prepared {
         scenario,
@@ -284,6 +287,7 @@ pub fn prepare(
         verify_restore: false,
         snapshot: Default::default(),
         freeze: None,
+        preempt: None,
     };
     p.engine(0)?; // validate triggers against this kernel before any boot
     Ok(p)
@@ -295,8 +299,11 @@ impl Prepared {
         &self.boot.kernel
     }
 
+    /// The run's engine: the scenario's triggers with injection; with
+    /// random preemption alone, an engine without triggers that records it.
     fn engine(&self, seed: u64) -> Result<Option<Arc<Engine>>, Error> {
-        let wanted = self.inject && !self.scenario.triggers.is_empty();
+        let triggers = self.inject && !self.scenario.triggers.is_empty();
+        let wanted = triggers || self.preempt.is_some();
         let Some(syms) = self.symbols.as_ref().filter(|_| wanted) else {
             return Ok(None);
         };
@@ -305,11 +312,16 @@ impl Prepared {
             vcpus: s.guest.vcpus,
             seed,
             hw_slots: 4,
-            goal: s.goal.sequence.clone(),
+            goal: if triggers {
+                s.goal.sequence.clone()
+            } else {
+                vec![]
+            },
             disarm_on_goal: s.goal.disarm_on_goal,
             freeze: self.freeze.clone(),
         };
-        Engine::new(s.triggers.clone(), syms, cfg)
+        let specs = if triggers { s.triggers.clone() } else { vec![] };
+        Engine::new(specs, syms, cfg)
             .map(|e| Some(Arc::new(e)))
             .map_err(|e| {
                 let name = match &e {
@@ -481,6 +493,10 @@ impl Prepared {
         let engine = self.engine(seed)?;
         let mut cfg = self.boot.clone();
         cfg.guest_seed = seed as u32;
+        cfg.preempt = self.preempt.clone().map(|mut p| {
+            p.seed = seed;
+            p
+        });
         if let Some(dir) = out {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;

@@ -122,17 +122,19 @@ pub struct Job {
 
 impl Job {
     /// `scenarios` with the variant names to run on each (all of a
-    /// scenario's variants must exist in it); `modes` in order.
+    /// scenario's variants must exist in it); `modes` in order; `options`:
+    /// anything else that changes what runs do (random preemption).
     pub fn new(
         version: &str,
         seed: u64,
         runs: usize,
         scenarios: &[(&Scenario, Vec<String>)],
         modes: &[bool],
+        options: &str,
     ) -> Job {
         let mut cells = Vec::new();
         let mut h = Sha256::new();
-        h.update(format!("{version}\0{seed}\0{runs}\0{modes:?}\0"));
+        h.update(format!("{version}\0{seed}\0{runs}\0{modes:?}\0{options}\0"));
         for (scn, kernels) in scenarios {
             h.update(format!("{}\0{}\0{kernels:?}\0", scn.name, scn.text));
             let variants = scn.variants();

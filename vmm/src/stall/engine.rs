@@ -693,6 +693,17 @@ impl DebugHandler for Engine {
         Resume { block_irq }
     }
 
+    fn on_preempt(&self, ctx: &mut VcpuCtx<'_>, d: Duration) {
+        self.trace.record(
+            ctx.elapsed(),
+            ctx.index,
+            EventKind::Preempt,
+            "preempt",
+            format!("{d:?}"),
+        );
+        self.wait(ctx, Instant::now() + d, |_| false);
+    }
+
     fn on_inspect(&self, ctx: &mut VcpuCtx<'_>) {
         let why = self.asked.lock().unwrap_or_else(|e| e.into_inner())[ctx.index].take();
         if let Some(why) = why {

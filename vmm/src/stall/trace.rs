@@ -17,6 +17,8 @@ pub enum EventKind {
     StallEnd,
     /// The vCPU re-enters the guest.
     Resume,
+    /// Random preemption held the vCPU (`detail`: for how long).
+    Preempt,
     /// A kernel backtrace of the vCPU (`detail`: its top frames), taken at
     /// a stop, at the goal, or at the end of a crashed run.
     Stack,
@@ -101,12 +103,23 @@ pub fn diagram(events: &[Event], vcpus: usize) -> String {
         out.push_str(&format!("+-{:-<W$}", ""));
     }
     out.push('\n');
-    for e in events.iter().filter(|e| e.kind != EventKind::Hit) {
+    // Random preemption can hold a vCPU thousands of times a run: past a
+    // screenful they are counted, not drawn (the trace has each).
+    let preempts = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Preempt)
+        .count();
+    let draw_preempts = preempts <= 40;
+    for e in events
+        .iter()
+        .filter(|e| e.kind != EventKind::Hit && (draw_preempts || e.kind != EventKind::Preempt))
+    {
         let what = match e.kind {
             EventKind::Fire => format!("{} fires {}", e.trigger, e.detail),
             EventKind::StallStart => format!("  stalled ({})", e.detail),
             EventKind::StallEnd => format!("  stall ends: {}", e.detail),
             EventKind::Resume => "  runs on".to_string(),
+            EventKind::Preempt => format!("  preempted for {}", e.detail),
             // The top of the stack; the trace and stacks.txt have all of it.
             EventKind::Stack => format!(
                 "  stack: {}",
@@ -135,6 +148,12 @@ pub fn diagram(events: &[Event], vcpus: usize) -> String {
             }
             out.push('\n');
         }
+    }
+    if !draw_preempts {
+        out.push_str(&format!(
+            "{:12} ({preempts} random preemptions not drawn: see the trace)\n",
+            ""
+        ));
     }
     out
 }

@@ -82,6 +82,8 @@ pub struct RunShared {
     final_stacks: Mutex<Vec<(usize, RawStack)>>,
     /// The gdb server's control, when there is one.
     pub gdb: Option<Arc<GdbCtl>>,
+    /// Holds asked by random preemption: (vCPU, how long).
+    preempt: Mutex<Vec<(usize, Duration)>>,
 }
 
 thread_local! {
@@ -107,7 +109,30 @@ impl RunShared {
             threads: Mutex::new(Vec::new()),
             final_stacks: Mutex::new(Vec::new()),
             gdb: None,
+            preempt: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Ask `vcpu` to hold for `d` at its next loop turn (random
+    /// preemption; a kick gets it there).
+    pub fn request_preempt(&self, vcpu: usize, d: Duration) {
+        self.preempt
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((vcpu, d));
+        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for (v, t) in threads.iter() {
+            if *v == vcpu {
+                // SAFETY: as in request_inspect.
+                unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
+            }
+        }
+    }
+
+    fn take_preempt(&self, vcpu: usize) -> Option<Duration> {
+        let mut g = self.preempt.lock().unwrap_or_else(|e| e.into_inner());
+        let i = g.iter().position(|(v, _)| *v == vcpu)?;
+        Some(g.remove(i).1)
     }
 
     pub fn with_gdb(mut self, g: Arc<GdbCtl>) -> Self {
@@ -240,6 +265,10 @@ pub trait DebugHandler: Send + Sync {
     /// This vCPU was asked to look at itself ([`VcpuCtx::request_inspect`]).
     /// Should be quick: the vCPU is out of the guest meanwhile.
     fn on_inspect(&self, _ctx: &mut VcpuCtx<'_>) {}
+    /// Random preemption: hold this vCPU for `d` (the default just sleeps).
+    fn on_preempt(&self, _ctx: &mut VcpuCtx<'_>, d: Duration) {
+        std::thread::sleep(d);
+    }
 }
 
 /// Guest state of a vCPU stopped at a hit.
@@ -483,6 +512,12 @@ impl VcpuRunner {
                     guest_debug(&bps, false, block_until.is_some())
                 });
                 continue;
+            }
+            if let Some(d) = self.shared.take_preempt(self.index) {
+                match self.handler.clone() {
+                    Some(h) => h.on_preempt(&mut self.ctx(), d),
+                    None => std::thread::sleep(d),
+                }
             }
             if self.shared.take_inspect(self.index) {
                 if let Some(h) = self.handler.clone() {
