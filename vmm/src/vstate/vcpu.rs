@@ -503,11 +503,19 @@ impl VcpuRunner {
         let gdb = self.shared.gdb.clone();
         while !self.shared.stopping() {
             if let Some(g) = gdb.as_ref().filter(|g| g.frozen()) {
+                let t0 = Instant::now();
                 serve_gdb(g, &self.ctx());
+                // An interrupt block in force keeps its remaining time: the
+                // freeze does not count (timer interrupts that fell due
+                // meanwhile would otherwise land first).
+                if let Some(t) = block_until.as_mut() {
+                    *t += t0.elapsed();
+                    self.shared.set_irq_block(self.index, Some(*t));
+                }
                 // gdb's breakpoints and step while attached, ours after.
                 self.set_debug(if g.attached() {
                     let (b, step) = g.debug_for(self.index);
-                    guest_debug(&b, step, step)
+                    guest_debug(&b, step, step || block_until.is_some())
                 } else {
                     guest_debug(&bps, false, block_until.is_some())
                 });
@@ -532,7 +540,13 @@ impl VcpuRunner {
             if block_until.is_some_and(|t| t <= Instant::now()) && !stepping {
                 block_until = None;
                 self.shared.set_irq_block(self.index, None);
-                self.set_debug(guest_debug(&bps, false, false));
+                match gdb.as_ref().filter(|g| g.attached()) {
+                    Some(g) => {
+                        let (b, step) = g.debug_for(self.index);
+                        self.set_debug(guest_debug(&b, step, step));
+                    }
+                    None => self.set_debug(guest_debug(&bps, false, false)),
+                }
             }
             let exit = match self.fd.run() {
                 Ok(exit) => exit,
@@ -572,7 +586,7 @@ impl VcpuRunner {
                             }
                             Some(g) => {
                                 let (b, _) = g.debug_for(self.index);
-                                self.set_debug(guest_debug(&b, false, false));
+                                self.set_debug(guest_debug(&b, false, block_until.is_some()));
                             }
                             None => self.set_debug(guest_debug(&bps, false, block_until.is_some())),
                         }
