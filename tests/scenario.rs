@@ -203,3 +203,41 @@ fn same_triggers_give_the_seed_verdicts_on_6_12() {
         assert_eq!(j["ok"], true, "{kernel}");
     }
 }
+
+/// Ctrl-C during a multi-run `run`: the run in progress ends, no further
+/// run starts, the table and the JSON have the finished runs, status 130.
+#[test]
+fn interrupt_keeps_the_finished_runs() {
+    require_kvm();
+    let out = tmp("sigint");
+    let child = std::process::Command::new(bin())
+        .args([
+            "run", SCN, "--kernel", "reverted", "--runs", "40", "--json", "--out",
+        ])
+        .arg(&out)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !out.join("reverted-inject/run003").exists() {
+        assert!(t0.elapsed().as_secs() < 300, "four runs in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130));
+    let j = json(&o);
+    assert_eq!(j["interrupted"], true, "{j}");
+    let rs = runs(&j);
+    assert!((3..40).contains(&rs.len()), "{}", rs.len());
+    assert!(
+        rs[..3].iter().all(|r| r["verdict"]["verdict"] == "crash"),
+        "{j}"
+    );
+}

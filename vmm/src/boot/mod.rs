@@ -100,9 +100,28 @@ pub struct RunOutput {
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static INTERRUPTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// SIGINT or SIGTERM: the run in progress ends (`End::Interrupted`) and
+/// [`interrupted`] tells the caller to run no more; a second one ends the
+/// process at once (status 130).
 extern "C" fn on_sigint(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if INTERRUPTS.fetch_add(1, Ordering::SeqCst) >= 1 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(130) };
+    }
     INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether the user interrupted (SIGINT/SIGTERM): start no further runs.
+pub fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::SeqCst) > 0
+}
+
+/// Install the interrupt handlers now (before any boot), so that an
+/// interrupt during set-up is seen too.
+pub fn catch_interrupts() -> Result<(), Error> {
+    install_signal_handlers()
 }
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -115,6 +134,7 @@ fn install_signal_handlers() -> Result<(), Error> {
         // made to look at the stop flag.
         res = register_signal_handler(SIGRTMIN(), on_kick)
             .and_then(|_| register_signal_handler(libc::SIGINT, on_sigint))
+            .and_then(|_| register_signal_handler(libc::SIGTERM, on_sigint))
             .map_err(|e| Error::Host(format!("signal handlers: {e}")));
     });
     res

@@ -78,6 +78,9 @@ pub fn run_many(
     let mut rs = Vec::new();
     for i in 0..runs {
         let dir = out.map(|o| o.join(format!("run{i:03}")));
+        if crate::boot::interrupted() {
+            break;
+        }
         let r = p.run_once(i, seed + i as u64, dir.as_deref())?;
         bar.set_message(format!(
             "last: {} goal={}",
@@ -212,6 +215,9 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
             if !first.iter().any(|q| q.kernel_name == *kernel) {
                 first.push(p);
             }
+            if crate::boot::interrupted() {
+                return Ok(results);
+            }
         }
     }
     Ok(results)
@@ -306,11 +312,13 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         gdb: a.gdb.clone(),
         preempt: a.preempt.clone(),
     };
+    crate::boot::catch_interrupts()?;
     let results = execute(&plan)?;
-    let ok = results.iter().all(|r| r.ok);
+    let interrupted = crate::boot::interrupted();
+    let ok = results.iter().all(|r| r.ok) && !interrupted;
     if a.json {
         let j = serde_json::json!({
-            "scenario": plan.scenario.name, "ok": ok, "results": results,
+            "scenario": plan.scenario.name, "ok": ok, "interrupted": interrupted, "results": results,
         });
         println!("{j}");
     } else {
@@ -338,6 +346,13 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
             }
         }
         print_table(&results);
+    }
+    if interrupted {
+        eprintln!(
+            "preemptor: interrupted: the table has the {} finished run(s); exit status 130",
+            results.iter().map(|r| r.runs.len()).sum::<usize>()
+        );
+        return Ok(130);
     }
     Ok(if ok { 0 } else { 1 })
 }

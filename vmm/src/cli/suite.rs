@@ -165,6 +165,7 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         &options,
     );
     let mine = job.share(shard);
+    crate::boot::catch_interrupts()?;
     let mut writer = match &a.json {
         Some(f) => {
             let mut w =
@@ -199,6 +200,9 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
     // share its snapshot.
     let mut first: Vec<Prepared> = Vec::new();
     for (c, cell) in job.cells.iter().enumerate() {
+        if crate::boot::interrupted() {
+            break;
+        }
         let idx: Vec<usize> = mine.iter().filter(|(k, _)| *k == c).map(|x| x.1).collect();
         if idx.is_empty() {
             continue;
@@ -224,6 +228,9 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         let build = build_id(&p);
         bar.set_prefix(format!("{} {} {}", cell.scenario, cell.kernel, cell.mode()));
         for i in idx {
+            if crate::boot::interrupted() {
+                break;
+            }
             let out = a.out.as_ref().map(|o| {
                 o.join(&cell.scenario)
                     .join(format!(
@@ -257,6 +264,13 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
     }
     bar.finish_and_clear();
     let ok = report(&job, &results, a.junit.as_deref())?;
+    if crate::boot::interrupted() {
+        eprintln!(
+            "preemptor: interrupted: the table, JUnit and JSON lines have the {} finished run(s); exit status 130",
+            results.iter().map(Vec::len).sum::<usize>()
+        );
+        return Ok(130);
+    }
     Ok(if ok { 0 } else { 1 })
 }
 
