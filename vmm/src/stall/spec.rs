@@ -355,3 +355,88 @@ mod tests {
         assert!(TriggerSpec::parse_break(",nth=1", 0).is_err());
     }
 }
+
+/// `--preempt`: a profile name (`vstate::preempt::PROFILES`) or
+/// `vcpus=0+1,gap=10ms,hold=1ms..6ms` (any of the keys; the others as in
+/// `overcommit`).
+impl std::str::FromStr for crate::vstate::PreemptConfig {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        use crate::vstate::preempt::PROFILES;
+        if let Some((name, spec, _)) = PROFILES.iter().find(|p| p.0 == s) {
+            let mut p: Self = spec.parse()?;
+            p.name = name.to_string();
+            return Ok(p);
+        }
+        let mut p = Self {
+            name: s.to_string(),
+            vcpus: vec![],
+            gap: Duration::from_millis(10),
+            hold: (Duration::from_millis(1), Duration::from_millis(6)),
+            seed: 0,
+        };
+        let names: Vec<&str> = PROFILES.iter().map(|p| p.0).collect();
+        let keys = format!("keys vcpus, gap, hold; or a profile: {}", names.join(", "));
+        for kv in s.split(',').filter(|k| !k.trim().is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("--preempt '{s}': '{kv}' is not key=value ({keys})"))?;
+            let bad = |e: String| format!("--preempt '{s}': {k}: {e}");
+            match k.trim() {
+                "vcpus" => {
+                    p.vcpus = v
+                        .split('+')
+                        .map(|x| {
+                            x.trim()
+                                .parse::<usize>()
+                                .map_err(|_| bad(format!("'{x}' is not a vCPU index")))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "gap" => p.gap = parse_duration(v).map_err(|e| bad(e.to_string()))?,
+                "hold" => {
+                    let d: Duration2 = v.parse().map_err(|e: Error| bad(e.to_string()))?;
+                    p.hold = (d.lo, d.hi);
+                }
+                other => return Err(format!("--preempt '{s}': unknown key '{other}' ({keys})")),
+            }
+        }
+        if p.gap.is_zero() {
+            return Err(format!("--preempt '{s}': gap must be more than 0"));
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod preempt_tests {
+    use crate::vstate::preempt::PROFILES;
+    use crate::vstate::PreemptConfig;
+    use std::time::Duration;
+
+    #[test]
+    fn profiles_parse_and_specs_too() {
+        for (name, ..) in PROFILES {
+            let p: PreemptConfig = name.parse().unwrap();
+            assert_eq!(p.name, *name);
+        }
+        let p: PreemptConfig = "vcpus=1+0,gap=5ms,hold=100us..1ms".parse().unwrap();
+        assert_eq!(p.vcpus, [1, 0]);
+        assert_eq!(p.gap, Duration::from_millis(5));
+        assert_eq!(
+            p.hold,
+            (Duration::from_micros(100), Duration::from_millis(1))
+        );
+        for bad in [
+            "gap=0ms",
+            "hold=2ms..1ms",
+            "vcpus=x",
+            "often=1",
+            "gap=5",
+            "turbo",
+        ] {
+            assert!(bad.parse::<PreemptConfig>().is_err(), "{bad}");
+        }
+    }
+}

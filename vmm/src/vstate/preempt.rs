@@ -32,6 +32,8 @@ pub const PROFILES: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Parsed from a profile name or a spec in `stall::spec` (with the other
+/// duration syntax).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreemptConfig {
     /// Its name when it is a profile, else the spec as given.
@@ -44,82 +46,6 @@ pub struct PreemptConfig {
     pub hold: (Duration, Duration),
     /// Seeds the draws (the run's seed, so runs differ and repeat).
     pub seed: u64,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (e.g. 500us, 2ms, 1s)"))?;
-    let ns = match unit {
-        "ns" => n,
-        "us" => n * 1e3,
-        "ms" => n * 1e6,
-        "s" => n * 1e9,
-        _ => return Err(format!("'{s}': unit must be ns, us, ms or s")),
-    };
-    if !ns.is_finite() || ns < 0.0 {
-        return Err(format!("'{s}' is not a duration"));
-    }
-    Ok(Duration::from_nanos(ns as u64))
-}
-
-impl std::str::FromStr for PreemptConfig {
-    type Err = String;
-
-    /// A profile name, or `vcpus=0+1,gap=10ms,hold=1ms..6ms` (any of the
-    /// keys; the rest as in `overcommit`).
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some((name, spec, _)) = PROFILES.iter().find(|p| p.0 == s) {
-            let mut p: PreemptConfig = spec.parse()?;
-            p.name = name.to_string();
-            return Ok(p);
-        }
-        let mut p = PreemptConfig {
-            name: s.to_string(),
-            vcpus: vec![],
-            gap: Duration::from_millis(10),
-            hold: (Duration::from_millis(1), Duration::from_millis(6)),
-            seed: 0,
-        };
-        let names: Vec<&str> = PROFILES.iter().map(|p| p.0).collect();
-        for kv in s.split(',').filter(|k| !k.trim().is_empty()) {
-            let (k, v) = kv.split_once('=').ok_or_else(|| {
-                format!(
-                    "--preempt '{s}': '{kv}' is not key=value (keys vcpus, gap, hold; or a profile: {})",
-                    names.join(", ")
-                )
-            })?;
-            let bad = |e: String| format!("--preempt '{s}': {k}: {e}");
-            match k.trim() {
-                "vcpus" => {
-                    p.vcpus = v
-                        .split('+')
-                        .map(|x| x.trim().parse::<usize>().map_err(|_| bad(format!("'{x}' is not a vCPU index"))))
-                        .collect::<Result<_, _>>()?
-                }
-                "gap" => p.gap = duration(v).map_err(bad)?,
-                "hold" => {
-                    let (lo, hi) = v.split_once("..").unwrap_or((v, v));
-                    p.hold = (duration(lo).map_err(bad)?, duration(hi).map_err(bad)?);
-                    if p.hold.0 > p.hold.1 {
-                        return Err(bad("the range is empty".into()));
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "--preempt '{s}': unknown key '{other}' (keys vcpus, gap, hold; or a profile: {})",
-                        names.join(", ")
-                    ))
-                }
-            }
-        }
-        if p.gap.is_zero() {
-            return Err(format!("--preempt '{s}': gap must be more than 0"));
-        }
-        Ok(p)
-    }
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -193,33 +119,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn profiles_parse_and_specs_too() {
-        for (name, ..) in PROFILES {
-            let p: PreemptConfig = name.parse().unwrap();
-            assert_eq!(p.name, *name);
-        }
-        let p: PreemptConfig = "vcpus=1+0,gap=5ms,hold=100us..1ms".parse().unwrap();
-        assert_eq!(p.vcpus, [1, 0]);
-        assert_eq!(p.gap, Duration::from_millis(5));
-        assert_eq!(
-            p.hold,
-            (Duration::from_micros(100), Duration::from_millis(1))
-        );
-        for bad in [
-            "gap=0ms",
-            "hold=2ms..1ms",
-            "vcpus=x",
-            "often=1",
-            "gap=5",
-            "turbo",
-        ] {
-            assert!(bad.parse::<PreemptConfig>().is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn draws_have_the_asked_mean_and_range() {
-        let p: PreemptConfig = "gap=10ms,hold=1ms..3ms".parse().unwrap();
+        let p = PreemptConfig {
+            name: String::new(),
+            vcpus: vec![],
+            gap: Duration::from_millis(10),
+            hold: (Duration::from_millis(1), Duration::from_millis(3)),
+            seed: 0,
+        };
         let mut rng = 7;
         let n = 20_000;
         let mean = (0..n).map(|_| p.gap(&mut rng).as_secs_f64()).sum::<f64>() / n as f64;
