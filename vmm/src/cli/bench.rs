@@ -51,6 +51,18 @@ pub enum BenchWhat {
         #[arg(long = "preempt", value_name = "PROFILE|SPEC")]
         preempt: Vec<crate::vstate::PreemptConfig>,
     },
+    /// Many restored runs on each kernel: verdict counts, and for the
+    /// first and last 10% of runs the median run time, the VMM's RSS, open
+    /// fds, threads and the pages each run dirtied (a leak shows as a slope).
+    Soak {
+        /// Scenario folder or TOML file.
+        scenario: std::path::PathBuf,
+        /// Variants to soak (default: every variant of the scenario).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+    },
     /// Median time to the init's first line: preemptor vs QEMU microvm.
     Boot {
         #[arg(long, default_value = "base")]
@@ -157,6 +169,11 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
             timeout,
         } => boot(&kernel, runs, vcpus, memory, timeout),
         BenchWhat::Exits { samples } => exits(samples),
+        BenchWhat::Soak {
+            scenario,
+            kernels,
+            runs,
+        } => soak(&scenario, kernels, runs),
         BenchWhat::Accel {
             scenario,
             kernel,
@@ -169,6 +186,133 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
             runs,
         } => scenario_runs(&scenario, kernel.as_deref(), runs),
     }
+}
+
+/// (RSS KiB, open fds, threads) of this process now.
+fn resources() -> (u64, usize, usize) {
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    let count = |d: &str| std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0);
+    (rss, count("/proc/self/fd"), count("/proc/self/task"))
+}
+
+fn soak(path: &std::path::Path, kernels: Vec<String>, runs: usize) -> Result<i32, UsageError> {
+    use crate::scenario::{runner, Scenario};
+    let scn = Scenario::load(path)?;
+    let kernels = if kernels.is_empty() {
+        scn.variants().into_iter().map(|(n, _)| n).collect()
+    } else {
+        kernels
+    };
+    if runs < 10 {
+        return Err(UsageError("--runs: a soak needs at least 10 runs".into()));
+    }
+    crate::boot::catch_interrupts()?;
+    let mut ok = true;
+    for k in &kernels {
+        let p = runner::prepare(scn.clone(), k, true, true)?;
+        let expect = p.expectation(None);
+        let mut rows: Vec<(f64, u64, usize, usize, usize)> = Vec::new();
+        let mut rs = Vec::new();
+        for i in 0..runs {
+            if crate::boot::interrupted() {
+                break;
+            }
+            let r = p.run_once(i, 1 + i as u64, None)?;
+            let (rss, fds, threads) = resources();
+            let pages = r.restore.as_ref().map(|x| x.pages).unwrap_or(0);
+            rows.push((r.seconds, rss, fds, threads, pages));
+            rs.push(r);
+        }
+        let n = rows.len();
+        if n < 10 {
+            break;
+        }
+        let tenth = (n / 10).max(1);
+        // The first run restores all memory: the dirty-page figures start
+        // at the second.
+        let (first, last) = (&rows[1..=tenth], &rows[n - tenth..]);
+        let med = |mut v: Vec<f64>| median(&mut v);
+        let col = |rows: &[(f64, u64, usize, usize, usize)],
+                   f: fn(&(f64, u64, usize, usize, usize)) -> f64| {
+            med(rows.iter().map(f).collect())
+        };
+        let s = runner::summarize(&rs);
+        println!(
+            "bench soak: {} on {k}, {n} restored runs; verdicts: {} crash, {} clean, {} hang, {} host-error, {} inconclusive; expectation {}",
+            scn.name,
+            s.crashes,
+            s.clean,
+            s.hangs,
+            s.host_errors,
+            s.inconclusive,
+            if runner::holds(&rs, expect) { "holds" } else { "FAILS" }
+        );
+        for (t, _) in &s.titles {
+            println!("  title: {t}");
+        }
+        println!(
+            "  {:<26} {:>12} {:>12} {:>10}",
+            "median of", "first 10%", "last 10%", "change"
+        );
+        let line = |name: &str, a: f64, b: f64| {
+            println!(
+                "  {name:<26} {a:>12.2} {b:>12.2} {:>9.1}%",
+                if a > 0.0 { (b - a) / a * 100.0 } else { 0.0 }
+            )
+        };
+        line("run time (s)", col(first, |r| r.0), col(last, |r| r.0));
+        line(
+            "VMM RSS (MiB)",
+            col(first, |r| r.1 as f64) / 1024.0,
+            col(last, |r| r.1 as f64) / 1024.0,
+        );
+        line(
+            "open fds",
+            col(first, |r| r.2 as f64),
+            col(last, |r| r.2 as f64),
+        );
+        line(
+            "threads",
+            col(first, |r| r.3 as f64),
+            col(last, |r| r.3 as f64),
+        );
+        line(
+            "dirty pages per run",
+            col(first, |r| r.4 as f64),
+            col(last, |r| r.4 as f64),
+        );
+        // Least-squares slope of RSS over the run index, per 1000 runs,
+        // from the second run (the first maps all of the snapshot's memory).
+        let xs: Vec<f64> = (1..n).map(|i| i as f64).collect();
+        let ys: Vec<f64> = rows[1..].iter().map(|r| r.1 as f64).collect();
+        let m = xs.len() as f64;
+        let (mx, my) = (xs.iter().sum::<f64>() / m, ys.iter().sum::<f64>() / m);
+        let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+        let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+        println!(
+            "  RSS slope: {:+.1} KiB per 1000 runs; fds {} -> {}, threads {} -> {}",
+            if sxx > 0.0 { sxy / sxx * 1000.0 } else { 0.0 },
+            rows[0].2,
+            rows[n - 1].2,
+            rows[0].3,
+            rows[n - 1].3
+        );
+        ok &= runner::holds(&rs, expect);
+    }
+    Ok(if crate::boot::interrupted() {
+        130
+    } else if ok {
+        0
+    } else {
+        1
+    })
 }
 
 /// Crash rate text: `k/n = x% (95% CI lo-hi%)`, and runs per crash.
