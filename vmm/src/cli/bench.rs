@@ -224,7 +224,12 @@ fn soak(path: &std::path::Path, kernels: Vec<String>, runs: usize) -> Result<i32
             if crate::boot::interrupted() {
                 break;
             }
-            let r = p.run_once(i, 1 + i as u64, None)?;
+            let mut r = p.run_once(i, 1 + i as u64, None)?;
+            // Keep only what the summary needs: the soak's own bookkeeping
+            // must not look like the VMM's growth.
+            r.events = Vec::new();
+            r.diagram = String::new();
+            r.report = None;
             let (rss, fds, threads) = resources();
             let pages = r.restore.as_ref().map(|x| x.pages).unwrap_or(0);
             rows.push((r.seconds, rss, fds, threads, pages));
