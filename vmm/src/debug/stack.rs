@@ -97,8 +97,12 @@ impl std::fmt::Display for Frame {
     }
 }
 
-/// The stack's frames, innermost first, inlined functions included.
-pub fn symbolize(s: &RawStack, syms: &Symbols) -> Vec<Frame> {
+/// The stack's frames, innermost first. With `dwarf`, each gets its
+/// file:line and the functions inlined there; without, `func+off` from the
+/// ELF symbols only (cheap, and it leaves no DWARF parsed behind: a long
+/// run set that symbolizes every stack with DWARF grows by the units it
+/// touches).
+pub fn symbolize(s: &RawStack, syms: &Symbols, dwarf: bool) -> Vec<Frame> {
     if s.user {
         return Vec::new();
     }
@@ -127,7 +131,7 @@ pub fn symbolize(s: &RawStack, syms: &Symbols) -> Vec<Frame> {
             Some((name, off)) => format!("{name}+{:#x}", off + (addr - at)),
             None => format!("{addr:#x}"),
         };
-        let frames = syms.frames(at);
+        let frames = if dwarf { syms.frames(at) } else { Vec::new() };
         match frames.split_last() {
             Some((outer, inner)) => {
                 for (name, loc) in inner {

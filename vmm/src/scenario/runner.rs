@@ -446,11 +446,13 @@ impl Prepared {
 
     /// The run's stacks (the engine's, then each vCPU's at a crash's end),
     /// symbolized with the kernel's vmlinux.
-    fn stacks(&self, engine: Option<&Engine>, o: &RunOutput) -> Vec<StackDump> {
+    /// With `dwarf` (the run keeps its output: stacks.txt), frames get
+    /// file:line and inlined functions; else `func+off` only.
+    fn stacks(&self, engine: Option<&Engine>, o: &RunOutput, dwarf: bool) -> Vec<StackDump> {
         let sym = |raw: &RawStack| {
             self.symbols
                 .as_ref()
-                .map(|s| stack::symbolize(raw, s))
+                .map(|s| stack::symbolize(raw, s, dwarf))
                 .unwrap_or_default()
         };
         let mut out: Vec<StackDump> = engine
@@ -537,7 +539,7 @@ impl Prepared {
                 Verdict::Clean => goal_reached,
                 Verdict::HostError { .. } | Verdict::Interrupted => false,
             };
-        let stacks = self.stacks(engine.as_deref(), &o);
+        let stacks = self.stacks(engine.as_deref(), &o, out.is_some());
         if let Some(e) = &engine {
             for st in &stacks {
                 e.trace.insert(Event {
