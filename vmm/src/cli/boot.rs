@@ -116,27 +116,14 @@ pub fn engine(
     seed: u64,
     syms: Option<&Result<Symbols, crate::debug::symbols::Error>>,
 ) -> Result<Option<Arc<Engine>>, UsageError> {
-    // Random preemption alone: an engine without triggers records it.
-    if breaks.is_empty() && freeze.is_none() && cfg.preempt.is_some() {
-        if let Some(Ok(syms)) = syms {
-            let ecfg = EngineConfig {
-                vcpus: cfg.vm.vcpus,
-                seed,
-                hw_slots: 4,
-                goal: vec![],
-                disarm_on_goal: false,
-                freeze: None,
-            };
-            return Ok(Some(Arc::new(Engine::new(vec![], syms, ecfg)?)));
-        }
+    if breaks.is_empty() && freeze.is_some() {
+        return Err(UsageError(
+            "--gdb-on goal or TRIGGER needs --break triggers (or a scenario: `run`)".into(),
+        ));
     }
-    if breaks.is_empty() {
-        return match freeze {
-            Some(_) => Err(UsageError(
-                "--gdb-on goal or TRIGGER needs --break triggers (or a scenario: `run`)".into(),
-            )),
-            None => Ok(None),
-        };
+    // Random preemption alone: an engine without triggers records it.
+    if breaks.is_empty() && cfg.preempt.is_none() {
+        return Ok(None);
     }
     let specs = breaks
         .iter()
@@ -145,6 +132,8 @@ pub fn engine(
         .collect::<Result<Vec<_>, _>>()?;
     let syms = match syms {
         Some(Ok(s)) => s,
+        // Preemption runs without symbols too, just unrecorded.
+        _ if specs.is_empty() => return Ok(None),
         Some(Err(e)) => return Err(UsageError(e.to_string())),
         None => {
             return Err(UsageError(format!(

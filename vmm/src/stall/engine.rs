@@ -3,6 +3,7 @@ use super::spec::{Duration2, Reg, TriggerSpec, Value};
 use super::trace::{EventKind, Trace};
 use crate::debug::stack::RawStack;
 use crate::debug::symbols::{self, Symbols};
+use crate::vstate::preempt::{splitmix, unit};
 use crate::vstate::{DebugHandler, Resume, VcpuCtx};
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -124,14 +125,6 @@ pub struct Engine {
     stacks: Mutex<Vec<StackRecord>>,
     /// Why each vCPU was asked for its stack (its next `on_inspect`).
     asked: Mutex<Vec<Option<String>>>,
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 impl Engine {
@@ -563,7 +556,7 @@ impl DebugHandler for Engine {
                 continue;
             }
             if let Some(p) = s.probability {
-                let x = (splitmix(&mut st.rng) >> 11) as f64 / (1u64 << 53) as f64;
+                let x = unit(&mut st.rng);
                 if x >= p {
                     continue;
                 }

@@ -249,14 +249,14 @@ impl GdbCtl {
         let _ = self.cmds[vcpu].0.send(cmd);
     }
 
-    /// Wait until every vCPU serves gdb (or the run ends); false if it ended.
-    fn wait_all_serving(&self) -> bool {
+    /// Wait until `ready(state)` or the run ends; false if it ended.
+    fn wait_until(&self, ready: impl Fn(&State) -> bool) -> bool {
         let mut st = self.lock();
         loop {
             if self.done.load(Ordering::Acquire) {
                 return false;
             }
-            if st.serving.iter().all(|s| *s) {
+            if ready(&st) {
                 return true;
             }
             st = self
@@ -267,22 +267,9 @@ impl GdbCtl {
         }
     }
 
-    /// Wait for the first freeze request; false if the run ended first.
-    fn wait_requested(&self) -> bool {
-        let mut st = self.lock();
-        loop {
-            if self.done.load(Ordering::Acquire) {
-                return false;
-            }
-            if st.frozen {
-                return true;
-            }
-            st = self
-                .cv
-                .wait_timeout(st, Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+    /// Wait until every vCPU serves gdb (or the run ends).
+    fn wait_all_serving(&self) -> bool {
+        self.wait_until(|st| st.serving.iter().all(|s| *s))
     }
 
     fn detach(&self) {
@@ -304,7 +291,7 @@ impl GdbCtl {
 /// The server: waits for the first freeze, then serves one gdb session.
 /// `kick` gets every vCPU out of KVM_RUN.
 pub fn serve(ctl: std::sync::Arc<GdbCtl>, listener: TcpListener, kick: impl Fn() + Send + 'static) {
-    if !ctl.wait_requested() {
+    if !ctl.wait_until(|st| st.frozen) {
         return;
     }
     kick();

@@ -48,7 +48,8 @@ pub struct PreemptConfig {
     pub seed: u64,
 }
 
-fn splitmix(x: &mut u64) -> u64 {
+/// SplitMix64: the seeded generator of the VMM's random draws.
+pub fn splitmix(x: &mut u64) -> u64 {
     *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *x;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -57,7 +58,7 @@ fn splitmix(x: &mut u64) -> u64 {
 }
 
 /// Uniform in [0, 1).
-fn unit(rng: &mut u64) -> f64 {
+pub fn unit(rng: &mut u64) -> f64 {
     (splitmix(rng) >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -120,13 +120,7 @@ impl RunShared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((vcpu, d));
-        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        for (v, t) in threads.iter() {
-            if *v == vcpu {
-                // SAFETY: as in request_inspect.
-                unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
-            }
-        }
+        self.kick(Some(vcpu));
     }
 
     fn take_preempt(&self, vcpu: usize) -> Option<Duration> {
@@ -142,10 +136,18 @@ impl RunShared {
 
     /// Kick every vCPU thread out of KVM_RUN (they look at their flags).
     pub fn kick_all(&self) {
+        self.kick(None);
+    }
+
+    /// Kick `vcpu`'s thread (every vCPU's with None) out of KVM_RUN.
+    fn kick(&self, vcpu: Option<usize>) {
         let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        for (_, t) in threads.iter() {
-            // SAFETY: as in request_inspect.
-            unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
+        for (v, t) in threads.iter() {
+            if vcpu.is_none_or(|x| x == *v) {
+                // SAFETY: the thread is alive while the run is (vCPU threads
+                // are joined after the run ends); SIGRTMIN has a handler.
+                unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
+            }
         }
     }
 
@@ -167,14 +169,7 @@ impl RunShared {
             return;
         }
         self.inspect.fetch_or(1 << vcpu, Ordering::AcqRel);
-        let threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        for (v, t) in threads.iter() {
-            if *v == vcpu {
-                // SAFETY: the thread is alive while the run is (vCPU threads
-                // are joined after the run ends); SIGRTMIN has a handler.
-                unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
-            }
-        }
+        self.kick(Some(vcpu));
     }
 
     fn take_inspect(&self, vcpu: usize) -> bool {
@@ -288,21 +283,29 @@ impl VcpuCtx<'_> {
         self.fd.get_sregs().ok()
     }
 
-    /// Read guest memory at a guest-virtual address through this vCPU's
-    /// page tables (`KVM_TRANSLATE`), page by page.
-    pub fn read_virt(&self, gva: u64, buf: &mut [u8]) -> Option<()> {
+    /// Guest-virtual `gva..gva+len` as (offset, guest-physical address,
+    /// length) pieces, one per page, through this vCPU's page tables
+    /// (`KVM_TRANSLATE`); None if a page is not mapped.
+    fn pieces(&self, gva: u64, len: usize) -> Option<Vec<(usize, GuestAddress, usize)>> {
+        let mut out = Vec::new();
         let mut done = 0;
-        while done < buf.len() {
+        while done < len {
             let va = gva + done as u64;
             let t = self.fd.translate_gva(va).ok()?;
             if t.valid == 0 {
                 return None;
             }
-            let n = (buf.len() - done).min((0x1000 - (va & 0xfff)) as usize);
-            self.mem
-                .read_slice(&mut buf[done..done + n], GuestAddress(t.physical_address))
-                .ok()?;
+            let n = (len - done).min((0x1000 - (va & 0xfff)) as usize);
+            out.push((done, GuestAddress(t.physical_address), n));
             done += n;
+        }
+        Some(out)
+    }
+
+    /// Read guest memory at a guest-virtual address, page by page.
+    pub fn read_virt(&self, gva: u64, buf: &mut [u8]) -> Option<()> {
+        for (at, pa, n) in self.pieces(gva, buf.len())? {
+            self.mem.read_slice(&mut buf[at..at + n], pa).ok()?;
         }
         Some(())
     }
@@ -346,18 +349,8 @@ impl VcpuCtx<'_> {
 
     /// Write guest memory at a guest-virtual address, page by page.
     pub fn write_virt(&self, gva: u64, buf: &[u8]) -> Option<()> {
-        let mut done = 0;
-        while done < buf.len() {
-            let va = gva + done as u64;
-            let t = self.fd.translate_gva(va).ok()?;
-            if t.valid == 0 {
-                return None;
-            }
-            let n = (buf.len() - done).min((0x1000 - (va & 0xfff)) as usize);
-            self.mem
-                .write_slice(&buf[done..done + n], GuestAddress(t.physical_address))
-                .ok()?;
-            done += n;
+        for (at, pa, n) in self.pieces(gva, buf.len())? {
+            self.mem.write_slice(&buf[at..at + n], pa).ok()?;
         }
         Some(())
     }
