@@ -4,9 +4,11 @@ pub mod bench;
 pub mod boot;
 pub mod demo;
 pub mod kernel;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod suite;
+pub mod sweep;
 pub mod symbols;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,8 @@ enum Cmd {
     Run(run::RunArgs),
     /// Every scenario × kernel × mode: one table, JUnit, JSON lines; shards.
     Suite(suite::SuiteArgs),
+    /// Vary one trigger parameter over a range: crash rate per point, plot.
+    Sweep(sweep::SweepArgs),
     /// Merge the JSON-lines results of a suite's shards: table, JUnit, status.
     Merge(suite::MergeArgs),
     /// Look up a guest-kernel function or site; disassemble it.
@@ -112,6 +116,7 @@ pub fn main() -> i32 {
         Cmd::Run(a) => run::run(a),
         Cmd::Suite(a) => suite::run(a),
         Cmd::Merge(a) => suite::merge(a),
+        Cmd::Sweep(a) => sweep::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Kernel(a) => kernel::run(a),
         Cmd::Bench(a) => bench::run(a),

@@ -4,6 +4,7 @@
 //! The format is documented in `scenarios/README.md`.
 pub mod runner;
 pub mod suite;
+pub mod sweep;
 
 use crate::stall::TriggerSpec;
 use serde::Deserialize;

@@ -1,6 +1,6 @@
 //! Runs of a scenario: boot the guest with the scenario's triggers (or none,
 //! for the baseline), take the verdict, and decide whether the run counts.
-use super::{Error as ScnError, Expect, Scenario, SnapshotAt, Variant};
+use super::{Error as ScnError, Expect, Goal, Scenario, SnapshotAt, Variant};
 use crate::boot::artifacts::{KernelSpec, Payload};
 use crate::boot::program::{self, Program};
 use crate::boot::{self, artifacts, verdict, verdict::Verdict, BootConfig, Kernel, RunOutput};
@@ -8,7 +8,7 @@ use crate::debug::stack::{self, Frame, RawStack};
 use crate::debug::symbols::Symbols;
 use crate::devices::ConsoleConfig;
 use crate::host::HostProfile;
-use crate::stall::{trace, Engine, EngineConfig, Event, EventKind, Freeze};
+use crate::stall::{trace, Engine, EngineConfig, Event, EventKind, Freeze, TriggerSpec};
 use crate::vstate::snapshot::{file, Restorer, Snapshot};
 use crate::vstate::{DebugHandler, GdbConfig, PreemptConfig, VmConfig};
 use serde::{Deserialize, Serialize};
@@ -294,6 +294,11 @@ pub fn prepare(
 }
 
 impl Prepared {
+    /// The kernel's symbols (None without a vmlinux).
+    pub fn symbols(&self) -> Option<&Symbols> {
+        self.symbols.as_ref()
+    }
+
     /// The kernel image this runs on.
     pub fn kernel(&self) -> &Kernel {
         &self.boot.kernel
@@ -302,7 +307,18 @@ impl Prepared {
     /// The run's engine: the scenario's triggers with injection; with
     /// random preemption alone, an engine without triggers that records it.
     fn engine(&self, seed: u64) -> Result<Option<Arc<Engine>>, Error> {
-        let triggers = self.inject && !self.scenario.triggers.is_empty();
+        self.engine_with(seed, &self.scenario.triggers, &self.scenario.goal)
+    }
+
+    /// The engine for these triggers and goal (the scenario's, or a
+    /// variation of them: sweep, explore).
+    fn engine_with(
+        &self,
+        seed: u64,
+        specs: &[TriggerSpec],
+        goal: &Goal,
+    ) -> Result<Option<Arc<Engine>>, Error> {
+        let triggers = self.inject && !specs.is_empty();
         let wanted = triggers || self.preempt.is_some();
         let Some(syms) = self.symbols.as_ref().filter(|_| wanted) else {
             return Ok(None);
@@ -313,14 +329,14 @@ impl Prepared {
             seed,
             hw_slots: 4,
             goal: if triggers {
-                s.goal.sequence.clone()
+                goal.sequence.clone()
             } else {
                 vec![]
             },
-            disarm_on_goal: s.goal.disarm_on_goal,
+            disarm_on_goal: goal.disarm_on_goal,
             freeze: self.freeze.clone(),
         };
-        let specs = if triggers { s.triggers.clone() } else { vec![] };
+        let specs = if triggers { specs.to_vec() } else { vec![] };
         Engine::new(specs, syms, cfg)
             .map(|e| Some(Arc::new(e)))
             .map_err(|e| {
@@ -492,7 +508,30 @@ impl Prepared {
         seed: u64,
         out: Option<&Path>,
     ) -> Result<RunResult, Error> {
-        let engine = self.engine(seed)?;
+        self.run_with(
+            index,
+            seed,
+            out,
+            &self.scenario.triggers,
+            &self.scenario.goal,
+        )
+    }
+
+    /// Check triggers (a variation of the scenario's) against this kernel.
+    pub fn check_triggers(&self, specs: &[TriggerSpec], goal: &Goal) -> Result<(), Error> {
+        self.engine_with(0, specs, goal).map(|_| ())
+    }
+
+    /// One run with these triggers and goal instead of the scenario's.
+    pub fn run_with(
+        &self,
+        index: usize,
+        seed: u64,
+        out: Option<&Path>,
+        specs: &[TriggerSpec],
+        goal: &Goal,
+    ) -> Result<RunResult, Error> {
+        let engine = self.engine_with(seed, specs, goal)?;
         let mut cfg = self.boot.clone();
         cfg.guest_seed = seed as u32;
         cfg.preempt = self.preempt.clone().map(|mut p| {
