@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod boot;
 pub mod demo;
+pub mod explore;
 pub mod kernel;
 pub mod plot;
 pub mod report;
@@ -38,6 +39,9 @@ enum Cmd {
     Run(run::RunArgs),
     /// Every scenario × kernel × mode: one table, JUnit, JSON lines; shards.
     Suite(suite::SuiteArgs),
+    /// Find where stalls make a workload crash: random stall pairs in kernel
+    /// functions, adaptive sampling, a ranking, an emitted scenario.
+    Explore(explore::ExploreArgs),
     /// Vary one trigger parameter over a range: crash rate per point, plot.
     Sweep(sweep::SweepArgs),
     /// Merge the JSON-lines results of a suite's shards: table, JUnit, status.
@@ -117,6 +121,7 @@ pub fn main() -> i32 {
         Cmd::Suite(a) => suite::run(a),
         Cmd::Merge(a) => suite::merge(a),
         Cmd::Sweep(a) => sweep::run(a),
+        Cmd::Explore(a) => explore::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Kernel(a) => kernel::run(a),
         Cmd::Bench(a) => bench::run(a),

@@ -15,6 +15,10 @@ pub struct SymbolsArgs {
     /// Disassemble the whole function, with source file:line per instruction.
     #[arg(long)]
     pub disasm: bool,
+    /// List the stall points (what `explore` arms) of the functions whose
+    /// names match SITE as a glob (`rwsem_*`).
+    #[arg(long, conflicts_with = "disasm")]
+    pub stall_points: bool,
 }
 
 pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
@@ -23,6 +27,26 @@ pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
         .vmlinux
         .ok_or(UsageError(format!("no vmlinux for {}", k.path.display())))?;
     let syms = Symbols::load(&vmlinux)?;
+    if a.stall_points {
+        let fs = syms.functions_matching(&a.site);
+        if fs.is_empty() {
+            return Err(UsageError(format!("no function matches '{}'", a.site)));
+        }
+        for f in &fs {
+            let pts = syms.stall_points(f)?;
+            println!("{} ({} bytes): {} stall points", f.name, f.size, pts.len());
+            for p in pts {
+                println!(
+                    "  {:#x} {:<40} {:<7} {}",
+                    p.addr,
+                    p.site,
+                    format!("{:?}", p.class).to_lowercase(),
+                    p.location.as_deref().unwrap_or("?")
+                );
+            }
+        }
+        return Ok(0);
+    }
     let sites = syms.resolve(&a.site)?;
     // A name the compiler inlined: say where its copies went.
     let base = a.site.split(['/', '+', ':']).next().unwrap_or("");

@@ -45,6 +45,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use iced_x86::{Instruction, InstructionInfoFactory};
 use serde::Serialize;
 
+pub use insn::Class;
 pub use site::{Pattern, SiteSpec};
 
 use dwarf::{Dwarf, MemberError};
@@ -158,6 +159,17 @@ pub struct Insn {
     pub offset: u64,
     pub len: usize,
     pub text: String,
+    pub location: Option<String>,
+}
+
+/// A place where stalling a thread is a distinct point of its
+/// interleaving (see [`Class`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StallPoint {
+    pub addr: u64,
+    /// `func+0x1f`, a site string that resolves back to `addr`.
+    pub site: String,
+    pub class: Class,
     pub location: Option<String>,
 }
 
@@ -291,6 +303,52 @@ impl Symbols {
         self.image
             .function_at(addr)
             .map(|s| (s.name.clone(), addr - s.addr))
+    }
+
+    /// Text functions whose name matches `glob` (`*`, `?`), sorted by name;
+    /// compiler clones (`name.constprop.0`) match their base name too.
+    /// `.cold` parts are left out: they are not entry points.
+    pub fn functions_matching(&self, glob: &str) -> Vec<Function> {
+        let re = format!(
+            "^(?:{})(?:\\..*)?$",
+            regex::escape(glob).replace("\\*", ".*").replace("\\?", ".")
+        );
+        let Ok(re) = regex::Regex::new(&re) else {
+            return vec![];
+        };
+        let mut out: Vec<Function> = self
+            .image
+            .syms
+            .iter()
+            .filter(|s| s.text && s.func && !s.name.contains(".cold") && re.is_match(&s.name))
+            .map(to_function)
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.addr.cmp(&b.addr)));
+        out.dedup_by_key(|f| f.addr);
+        out
+    }
+
+    /// The function's stall points: its entry, then every instruction
+    /// another CPU could observe (see [`Class`]).
+    pub fn stall_points(&self, f: &Function) -> Result<Vec<StallPoint>, Error> {
+        let mut factory = InstructionInfoFactory::new();
+        Ok(self
+            .decode(f)?
+            .into_iter()
+            .filter_map(|d| {
+                let class = if d.insn.offset == 0 {
+                    Class::Entry
+                } else {
+                    insn::class(&mut factory, &d.instr)?
+                };
+                Some(StallPoint {
+                    addr: d.insn.addr,
+                    site: format!("{}+{:#x}", f.name, d.insn.offset),
+                    class,
+                    location: d.insn.location,
+                })
+            })
+            .collect())
     }
 
     /// The function's instructions, each with its source line when the

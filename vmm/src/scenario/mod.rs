@@ -2,6 +2,7 @@
 //! the stall engine's triggers, the interleaving goal that says the race
 //! window was reached, and what each kernel is expected to do.
 //! The format is documented in `scenarios/README.md`.
+pub mod explore;
 pub mod runner;
 pub mod suite;
 pub mod sweep;

@@ -29,6 +29,10 @@ pub enum Error {
     TaskLayout(symbols::Error),
 }
 
+/// `during = "*"`: while any trigger's stall is in progress (on another
+/// vCPU: a stalled vCPU hits nothing).
+pub const DURING_ANY: &str = "*";
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub vcpus: usize,
@@ -156,20 +160,32 @@ impl Engine {
                 .iter()
                 .chain(&s.disarm)
                 .chain(s.stall.until.iter())
-                .chain(s.during.iter())
+                .chain(s.during.iter().filter(|d| *d != DURING_ANY))
                 .chain(cfg.goal.iter())
             {
                 if !names.contains(&other.as_str()) {
                     return Err(Error::UnknownTrigger(s.name.clone(), other.clone()));
                 }
             }
-            if s.stall.duration.is_some() && s.stall.until.is_some() {
-                return Err(invalid("stall has both a duration and `until`"));
-            }
-            if s.stall.until.is_some() && s.stall.timeout.is_none() {
+            let forms = [
+                s.stall.duration.is_some(),
+                s.stall.until.is_some(),
+                s.stall.outlast.is_some(),
+            ];
+            if forms.iter().filter(|x| **x).count() > 1 {
                 return Err(invalid(
-                    "`until` needs a `timeout` (a stop must always end)",
+                    "stall has more than one of `duration`, `until`, `outlast`",
                 ));
+            }
+            if (s.stall.until.is_some() || s.stall.outlast.is_some()) && s.stall.timeout.is_none() {
+                return Err(invalid(
+                    "`until` and `outlast` need a `timeout` (a stop must always end)",
+                ));
+            }
+            if let Some(o) = s.stall.outlast.as_ref().filter(|o| *o != DURING_ANY) {
+                if !names.contains(&o.as_str()) {
+                    return Err(Error::UnknownTrigger(s.name.clone(), o.clone()));
+                }
             }
             if matches!(s.probability, Some(p) if !(0.0..=1.0).contains(&p)) {
                 return Err(invalid("probability must be in 0..=1"));
@@ -520,8 +536,12 @@ impl DebugHandler for Engine {
                 continue;
             }
             if let Some(d) = &s.during {
-                let j = self.index(d);
-                if !st.t[j].stalling {
+                let stalling = if d == DURING_ANY {
+                    st.t.iter().any(|t| t.stalling)
+                } else {
+                    st.t[self.index(d)].stalling
+                };
+                if !stalling {
                     continue;
                 }
             }
@@ -587,7 +607,11 @@ impl DebugHandler for Engine {
             self.trace
                 .record(ctx.elapsed(), v, EventKind::Fire, &s.name, detail);
             block_irq = block_irq.or(s.block_irq);
-            if action.is_none() && (s.stall.duration.is_some() || s.stall.until.is_some()) {
+            if action.is_none()
+                && (s.stall.duration.is_some()
+                    || s.stall.until.is_some()
+                    || s.stall.outlast.is_some())
+            {
                 action = Some(i);
             }
         }
@@ -649,6 +673,38 @@ impl DebugHandler for Engine {
             };
             self.trace
                 .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
+        } else if let (Some(o), Some(timeout)) = (&stall.outlast, stall.timeout) {
+            let timeout = self.draw(&mut st, timeout);
+            let after = stall.after.map(|a| self.draw(&mut st, a));
+            let others: Vec<usize> = if o == DURING_ANY {
+                (0..self.triggers.len()).filter(|&j| j != i).collect()
+            } else {
+                vec![self.index(o)]
+            };
+            drop(st);
+            self.trace.record(
+                ctx.elapsed(),
+                v,
+                EventKind::StallStart,
+                &s.name,
+                format!("outlast {o}, timeout {timeout:?}"),
+            );
+            let met = self.wait(ctx, start + timeout, |st| {
+                others.iter().all(|&j| !st.t[j].stalling)
+            });
+            let mut why = if met {
+                format!("{o} ended after {:?}", start.elapsed())
+            } else if ctx.stopping() {
+                "VM stopping".into()
+            } else {
+                format!("timeout {timeout:?}, {o} still stalled")
+            };
+            if let (true, Some(a)) = (met, after) {
+                self.wait(ctx, Instant::now() + a, |_| false);
+                why.push_str(&format!(", then {a:?}"));
+            }
+            self.trace
+                .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         } else if let (Some(until), Some(timeout)) = (&stall.until, stall.timeout) {
             let j = self.index(until);
             let before = st.t[j].fires;
@@ -678,6 +734,8 @@ impl DebugHandler for Engine {
                 .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         }
         self.lock().t[i].stalling = false;
+        // Stops that outlast this one are waiting for it.
+        self.cv.notify_all();
         if s.announce {
             ctx.announce_pause();
         }

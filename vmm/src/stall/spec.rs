@@ -153,9 +153,14 @@ pub struct StallSpec {
     pub duration: Option<Duration2>,
     /// Or stall until this trigger fires (on any vCPU)...
     pub until: Option<String>,
+    /// Or stall until this trigger's stall has ended (`*`: every other
+    /// stall in progress): with `after`, this stop outlasts another by
+    /// that much, whatever the other's length...
+    pub outlast: Option<String>,
     /// ...for at most this long.
     pub timeout: Option<Duration2>,
-    /// Stay stalled this much longer after `until` fired.
+    /// Stay stalled this much longer after `until` fired (or the outlasted
+    /// stall ended).
     pub after: Option<Duration2>,
 }
 
@@ -180,7 +185,8 @@ pub struct TriggerSpec {
     pub probability: Option<f64>,
     /// At most this many fires (then the trigger disarms itself).
     pub max_fires: Option<u64>,
-    /// Fire only while trigger NAME's stall is in progress (on another vCPU).
+    /// Fire only while trigger NAME's stall is in progress (on another
+    /// vCPU); `*`: while any trigger's is.
     pub during: Option<String>,
     /// Current task's `comm` must equal this.
     pub comm: Option<String>,

@@ -157,3 +157,64 @@ pub(super) fn struct_base(instr: &Instruction) -> Option<String> {
         ok.then(|| format!("{b:?}").to_lowercase())
     })
 }
+
+/// What an instruction does that another CPU could observe or be affected
+/// by. Between two such instructions a stall changes only time, so a stall
+/// just before each one is a distinct point of a thread's interleaving
+/// (DataCollider's and SKI's reduction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// The function's first instruction.
+    Entry,
+    Load,
+    Store,
+    /// A locked read-modify-write or `xchg` with memory.
+    Atomic,
+    /// A call: the callee's accesses (locks, wakeups) follow.
+    Call,
+}
+
+impl Class {
+    pub const ALL: &[(&str, Class)] = &[
+        ("entry", Class::Entry),
+        ("load", Class::Load),
+        ("store", Class::Store),
+        ("atomic", Class::Atomic),
+        ("call", Class::Call),
+    ];
+}
+
+/// The class of `instr` as a stall point, or `None` for one that touches
+/// nothing shared: register-only work, branches, `lea`, `push`/`pop` and
+/// other implicit stack traffic, per-cpu (`%gs:`) data.
+pub(super) fn class(factory: &mut InstructionInfoFactory, instr: &Instruction) -> Option<Class> {
+    if instr.is_invalid() {
+        return None;
+    }
+    if matches!(instr.mnemonic(), Mnemonic::Call) {
+        return Some(Class::Call);
+    }
+    let explicit = (0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory);
+    if !explicit
+        || matches!(
+            instr.mnemonic(),
+            Mnemonic::Lea | Mnemonic::Nop | Mnemonic::Prefetcht0 | Mnemonic::Prefetchw
+        )
+    {
+        return None;
+    }
+    if matches!(instr.memory_segment(), Register::GS | Register::FS) {
+        return None;
+    }
+    if instr.has_lock_prefix() || matches!(instr.mnemonic(), Mnemonic::Xchg | Mnemonic::Cmpxchg) {
+        return Some(Class::Atomic);
+    }
+    let writes = factory.info(instr).used_memory().iter().any(|m| {
+        matches!(
+            m.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        )
+    });
+    Some(if writes { Class::Store } else { Class::Load })
+}

@@ -1,0 +1,451 @@
+//! `preemptor explore`: stall random pairs of points in a set of kernel
+//! functions on two vCPUs, learn which crash, rank them, and emit a
+//! scenario that reproduces the best (see `scenario::explore`).
+use super::sweep::judge;
+use super::UsageError;
+use crate::debug::symbols::{Class, Symbols};
+use crate::scenario::explore::{self, Config, Explorer, Header, Point, Strategy};
+use crate::scenario::{runner, Goal, Scenario};
+use crate::stall::spec::Duration2;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct ExploreArgs {
+    /// Scenario folder or TOML file: its guest and workload (its triggers
+    /// are not used).
+    pub scenario: PathBuf,
+    /// The kernel variant to explore (or a path to a vmlinux).
+    #[arg(long, value_name = "VARIANT|PATH")]
+    pub kernel: String,
+    /// Where to stall: functions or globs (`try_to_wake_up`, `rwsem_*`), or
+    /// source line ranges (`kernel/sched/core.c:3600-3700`); comma-separated
+    /// or repeated. Each becomes its stall points (`symbols --stall-points`).
+    #[arg(
+        long,
+        value_name = "FUNC|GLOB|FILE:A-B",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub sites: Vec<String>,
+    /// Only stall points of these classes (entry, load, store, atomic, call).
+    #[arg(long, value_delimiter = ',')]
+    pub class: Vec<String>,
+    /// Stall durations, drawn log-uniformly per armed point and run.
+    #[arg(long, default_value = "100us..20ms")]
+    pub stall: Duration2,
+    /// vCPUs to stall (default: all of the guest's; at least two).
+    #[arg(long, value_delimiter = ',')]
+    pub vcpus: Vec<usize>,
+    /// Total runs, counting those already in --results.
+    #[arg(long, default_value_t = 300)]
+    pub budget: usize,
+    /// JSON lines, one per run; a second invocation with the same file
+    /// and arguments continues it up to --budget.
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
+    /// Write a scenario reproducing the best pair found here.
+    #[arg(long, value_name = "FILE.toml")]
+    pub emit: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "adaptive")]
+    pub strategy: Strategy,
+    /// A primary point stalls at a hit with this probability.
+    #[arg(long, default_value_t = 0.5)]
+    pub probability: f64,
+    /// At most this many stalls per armed point and run.
+    #[arg(long, default_value_t = 4)]
+    pub max_fires: u64,
+    /// Interrupts that came due while a vCPU was stalled are held back this
+    /// long after it resumes (or to its next breakpoint hit): `0` delivers
+    /// them at once, as a real preemption's backlog would.
+    #[arg(long, default_value = "20ms")]
+    pub block_irq: String,
+    /// Crash titles that count as found (regex; default: any).
+    #[arg(long, value_name = "REGEX")]
+    pub want: Option<String>,
+    /// Stop after this many crashes whose title matches --want.
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Rows of the ranking to print.
+    #[arg(long, default_value_t = 12)]
+    pub top: usize,
+}
+
+pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
+    let scn = Scenario::load(&a.scenario)?;
+    let want = regex::Regex::new(a.want.as_deref().unwrap_or(""))
+        .map_err(|e| UsageError(format!("--want: {e}")))?;
+    if !(0.0..=1.0).contains(&a.probability) {
+        return Err(UsageError("--probability must be in 0..=1".into()));
+    }
+    let block_irq = crate::stall::spec::parse_duration(&a.block_irq)?;
+    let vcpus: Vec<usize> = if a.vcpus.is_empty() {
+        (0..scn.guest.vcpus).collect()
+    } else {
+        a.vcpus.clone()
+    };
+    if vcpus.len() < 2 {
+        return Err(UsageError(
+            "explore stalls pairs of vCPUs: it needs at least two (--vcpus)".into(),
+        ));
+    }
+    if let Some(v) = vcpus.iter().find(|v| **v >= scn.guest.vcpus) {
+        return Err(UsageError(format!(
+            "--vcpus: vCPU {v} does not exist (the guest has {})",
+            scn.guest.vcpus
+        )));
+    }
+    let classes = a
+        .class
+        .iter()
+        .map(|c| {
+            Class::ALL
+                .iter()
+                .find(|(n, _)| n == c)
+                .map(|(_, k)| *k)
+                .ok_or_else(|| {
+                    UsageError(format!(
+                        "--class: unknown '{c}' (entry, load, store, atomic, call)"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let scenario_text = std::fs::read_to_string(&scn.path)
+        .map_err(|e| UsageError(format!("{}: {e}", scn.path.display())))?;
+    let scenario_dir = scn.dir();
+    let p = runner::prepare(scn, &a.kernel, true, true)?;
+    let syms = p
+        .symbols()
+        .ok_or_else(|| UsageError("explore needs the kernel's vmlinux".into()))?;
+    let mut points = candidate_points(syms, &a.sites)?;
+    if !classes.is_empty() {
+        points.retain(|p| classes.contains(&p.class));
+    }
+    if points.is_empty() {
+        return Err(UsageError(
+            "no stall points in --sites (and --class)".into(),
+        ));
+    }
+    let cfg = Config {
+        vcpus,
+        stall_lo: a.stall.lo,
+        stall_hi: a.stall.hi,
+        block_irq,
+        probability: a.probability,
+        max_fires: a.max_fires,
+        slots: 4,
+        strategy: a.strategy,
+        seed: a.seed,
+    };
+    let mut ex = Explorer::new(points, cfg);
+    let header = ex.header(&p.scenario.name, &p.kernel_name);
+    // Every point must resolve on this kernel before the first run.
+    let all: Vec<_> = (0..ex.points.len())
+        .map(|i| explore::Arm {
+            point: i,
+            vcpu: 0,
+            role: explore::Role::P,
+            stall_us: 0,
+            fires: 0,
+        })
+        .collect();
+    for t in ex.triggers(&all) {
+        p.check_triggers(std::slice::from_ref(&t), &Goal::default())?;
+    }
+    let mut out = match &a.results {
+        Some(f) => Some(open_results(f, &header, &mut ex)?),
+        None => None,
+    };
+    let done = ex.runs.len();
+    let funcs: std::collections::BTreeSet<&str> =
+        ex.points.iter().map(|p| p.func.as_str()).collect();
+    eprintln!(
+        "preemptor: {} stall points in {} functions, vCPUs {:?}, {} armed per vCPU and run{}",
+        ex.points.len(),
+        funcs.len(),
+        ex.cfg.vcpus,
+        ex.cfg.slots,
+        if done > 0 {
+            format!("; {done} runs already in the results file")
+        } else {
+            String::new()
+        }
+    );
+    crate::boot::catch_interrupts()?;
+    let bar = ProgressBar::new(a.budget as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "explore [{bar:30}] {pos}/{len} runs, {msg} (ETA {eta}, {elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_position(done as u64);
+    let t0 = Instant::now();
+    let no_goal = Goal {
+        sequence: vec![],
+        disarm_on_goal: false,
+    };
+    for run in done..a.budget {
+        let (found, _) = ex.found(&want);
+        if crate::boot::interrupted() || a.stop_after.is_some_and(|n| found >= n) {
+            break;
+        }
+        let arms = ex.plan(run);
+        let triggers = ex.triggers(&arms);
+        let seed = a.seed + run as u64;
+        let res = p.run_with(run, seed, None, &triggers, &no_goal)?;
+        if matches!(res.verdict, crate::boot::verdict::Verdict::Interrupted) {
+            break;
+        }
+        let (valid, title) = judge(&res);
+        let rec = ex.record(
+            run,
+            seed,
+            arms,
+            &res.fired,
+            valid,
+            res.verdict.name(),
+            title,
+            res.seconds,
+        );
+        if let Some(w) = out.as_mut() {
+            let line = serde_json::to_string(&rec).map_err(|e| UsageError(e.to_string()))?;
+            writeln!(w, "{line}")
+                .and_then(|_| w.flush())
+                .map_err(|e| UsageError(format!("--results: {e}")))?;
+        }
+        let crashes = ex.runs.iter().filter(|r| r.title.is_some()).count();
+        bar.set_message(format!("{crashes} crashes ({} wanted)", ex.found(&want).0));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let interrupted = crate::boot::interrupted();
+    print_report(&ex, &a, &want, t0.elapsed(), done);
+    if let Some(path) = &a.emit {
+        let best = ex
+            .ranking()
+            .into_iter()
+            .find(|r| r.crashes > 0 && r.titles.iter().any(|(t, _)| want.is_match(t)));
+        match best {
+            Some(row) => {
+                let comment = format!(
+                    "Found by `preemptor explore` on kernel {} ({} runs, seed {}):\n{} crashes in {} runs where these stalls met; titles: {}\nDurations: the medians of the crashing runs' draws.",
+                    p.kernel_name,
+                    ex.runs.len(),
+                    a.seed,
+                    row.crashes,
+                    row.runs,
+                    row.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect::<Vec<_>>().join("; ")
+                );
+                let text = explore::emit_scenario(
+                    &scenario_text,
+                    &scenario_dir,
+                    &ex.emit_triggers(&row),
+                    &comment,
+                )
+                .map_err(UsageError)?;
+                std::fs::write(path, text)
+                    .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+                println!(
+                    "emitted: {} (try: preemptor run {} --kernel {} --runs 20)",
+                    path.display(),
+                    path.display(),
+                    p.kernel_name
+                );
+            }
+            None => println!(
+                "nothing to emit: no crash{}",
+                if a.want.is_some() {
+                    " with a wanted title"
+                } else {
+                    ""
+                }
+            ),
+        }
+    }
+    Ok(if interrupted { 130 } else { 0 })
+}
+
+/// Stall points of the functions, globs and line ranges given.
+fn candidate_points(syms: &Symbols, sites: &[String]) -> Result<Vec<Point>, UsageError> {
+    let mut out: Vec<Point> = Vec::new();
+    let mut push = |func: &str, pts: Vec<Point>| {
+        for p in pts {
+            if !out.iter().any(|o| o.addr == p.addr) {
+                out.push(p);
+            }
+        }
+        let _ = func;
+    };
+    for s in sites.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        if let Some((file, range)) = s.rsplit_once(':') {
+            let (lo, hi) = range
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                .filter(|(a, b)| a <= b)
+                .ok_or_else(|| UsageError(format!("--sites '{s}': expected FILE:A-B")))?;
+            let mut funcs = std::collections::BTreeSet::new();
+            for line in lo..=hi {
+                if let Ok(found) = syms.resolve(&format!("{file}:{line}")) {
+                    funcs.extend(found.into_iter().map(|x| x.function));
+                }
+            }
+            if funcs.is_empty() {
+                return Err(UsageError(format!("--sites '{s}': no code at those lines")));
+            }
+            for f in funcs {
+                let f = syms.function(&f)?;
+                let pts = syms.stall_points(&f)?;
+                let inside = pts
+                    .into_iter()
+                    .filter(|p| {
+                        p.location
+                            .as_deref()
+                            .and_then(|l| l.rsplit_once(':'))
+                            .is_some_and(|(lf, ll)| {
+                                lf.ends_with(file)
+                                    && ll.parse::<u64>().is_ok_and(|l| (lo..=hi).contains(&l))
+                            })
+                    })
+                    .collect();
+                push(&f.name, Point::from_stall_points(&f.name, inside));
+            }
+            continue;
+        }
+        let fs = syms.functions_matching(s);
+        if fs.is_empty() {
+            return Err(UsageError(format!(
+                "--sites '{s}': no function matches (an inlined function has no code of its own: name its caller)"
+            )));
+        }
+        for f in fs {
+            let pts = syms.stall_points(&f)?;
+            push(&f.name, Point::from_stall_points(&f.name, pts));
+        }
+    }
+    Ok(out)
+}
+
+/// Open (or create) the results file; a file of this same exploration is
+/// continued: its runs are learnt again.
+fn open_results(
+    path: &Path,
+    header: &Header,
+    ex: &mut Explorer,
+) -> Result<std::fs::File, UsageError> {
+    let e = |m: String| UsageError(format!("{}: {m}", path.display()));
+    if path.exists() && std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > 0 {
+        let f = std::fs::File::open(path).map_err(|x| e(x.to_string()))?;
+        let lines: Vec<String> = std::io::BufReader::new(f)
+            .lines()
+            .collect::<Result<_, _>>()
+            .map_err(|x| e(x.to_string()))?;
+        let head: Header = serde_json::from_str(&lines[0])
+            .map_err(|x| e(format!("line 1: not an explore results header ({x})")))?;
+        if head != *header {
+            return Err(e(format!(
+                "results of another exploration (scenario {}, kernel {}, {} sites, or other options): use another file",
+                head.scenario,
+                head.kernel,
+                head.sites.len()
+            )));
+        }
+        let n = lines.len();
+        for (i, l) in lines.iter().enumerate().skip(1) {
+            match serde_json::from_str::<explore::Run>(l) {
+                Ok(r) => ex.replay(r),
+                // A last line cut short by a kill: drop it, the run is redone.
+                Err(_) if i == n - 1 => {
+                    let keep: String = lines[..i].iter().map(|l| format!("{l}\n")).collect();
+                    std::fs::write(path, keep).map_err(|x| e(x.to_string()))?;
+                }
+                Err(x) => return Err(e(format!("line {}: {x}", i + 1))),
+            }
+        }
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|x| e(x.to_string()));
+    }
+    let mut f = std::fs::File::create(path).map_err(|x| e(x.to_string()))?;
+    let line = serde_json::to_string(header).map_err(|x| e(x.to_string()))?;
+    writeln!(f, "{line}").map_err(|x| e(x.to_string()))?;
+    Ok(f)
+}
+
+fn print_report(
+    ex: &Explorer,
+    a: &ExploreArgs,
+    want: &regex::Regex,
+    wall: Duration,
+    before: usize,
+) {
+    let valid = ex.runs.iter().filter(|r| r.valid).count();
+    let crashes = ex.runs.iter().filter(|r| r.title.is_some()).count();
+    let (found, first) = ex.found(want);
+    println!(
+        "{} runs ({} valid; {} this invocation in {:.0} s), {} crashes, {} wanted{}",
+        ex.runs.len(),
+        valid,
+        ex.runs.len() - before,
+        wall.as_secs_f64(),
+        crashes,
+        found,
+        first
+            .map(|r| format!(", first at run {r}"))
+            .unwrap_or_default()
+    );
+    let rows = ex.ranking();
+    println!(
+        "{:<4} {:<44} {:<44} {:>4} {:>7} {:>5} {:>9} {:>13}  titles",
+        "rank",
+        "primary (stalls on its own)",
+        "secondary (while it stalls)",
+        "met",
+        "crashes",
+        "rate",
+        "95% CI",
+        "stalls (ms)"
+    );
+    for (i, r) in rows.iter().take(a.top).enumerate() {
+        let (lo, hi) = r.ci95();
+        let med = |v: Vec<u64>| -> String {
+            let mut v = v;
+            v.sort();
+            v.get(v.len() / 2)
+                .map(|x| format!("{:.1}", *x as f64 / 1e3))
+                .unwrap_or("-".into())
+        };
+        let stalls = if r.stalls.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{}/{}",
+                med(r.stalls.iter().map(|s| s.0).collect()),
+                med(r.stalls.iter().filter_map(|s| s.1).collect())
+            )
+        };
+        println!(
+            "{:<4} {:<44} {:<44} {:>4} {:>7} {:>4.0}% {:>4.0}-{:<3.0}% {:>13}  {}",
+            i + 1,
+            ex.site(r.key.p),
+            r.key.s.map(|s| ex.site(s)).unwrap_or("-".into()),
+            r.runs,
+            r.crashes,
+            r.rate() * 100.0,
+            lo * 100.0,
+            hi * 100.0,
+            stalls,
+            r.titles
+                .iter()
+                .map(|(t, n)| format!("{n}x {t}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+}
