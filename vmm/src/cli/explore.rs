@@ -208,6 +208,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
             seed,
             arms,
             &res.fired,
+            &res.holds,
             valid,
             res.verdict.name(),
             title,

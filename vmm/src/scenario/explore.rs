@@ -18,8 +18,10 @@
 //! Sampling (`Strategy::Adaptive`) is Thompson sampling per arm (point ×
 //! vCPU × role) on a Beta posterior: a crash adds to an arm and, at half
 //! weight, to its neighbours (the stall points next to it in its function);
-//! a primary whose stall saw a secondary fire (the two threads met) gains a
-//! little; an arm armed and never fired sinks fast (it cannot make
+//! a pair where the secondary fired with the stalled primary's task in a
+//! register (the other vCPU acted on the stalled thread: woke it, locked
+//! for it) gains, and so do its neighbours a little, before any crash;
+//! an arm armed and never fired sinks fast (it cannot make
 //! anything happen in this workload). `Strategy::Uniform` draws arms
 //! uniformly: the baseline the adaptive one is compared with.
 use super::runner::wilson;
@@ -158,6 +160,10 @@ pub struct Run {
     pub credit: Option<(usize, Option<usize>)>,
     /// Each secondary fire with the primary fire before it (indices).
     pub met: Vec<(usize, usize)>,
+    /// Secondary fires that had a stalled primary's task in a register
+    /// (primary, secondary): the other vCPU acted on the stalled thread.
+    #[serde(default)]
+    pub touched: Vec<(usize, usize)>,
     pub seconds: f64,
 }
 
@@ -166,7 +172,7 @@ struct Stats {
     armed: u64,
     fired: u64,
     crashes: f64,
-    met: u64,
+    touched: u64,
 }
 
 pub struct Explorer {
@@ -247,9 +253,9 @@ impl Explorer {
             .enumerate()
             .filter(|(q, o)| *q != p && o.func == pt.func && o.rank.abs_diff(pt.rank) <= 2)
             .filter_map(|(q, _)| self.stats.get(&(q, v, role)))
-            .map(|o| o.crashes)
+            .map(|o| 2.0 * o.crashes + 0.5 * (o.touched.min(3) as f64))
             .sum();
-        let alpha = 1.0 + 4.0 * s.crashes + 2.0 * near + 0.5 * (s.met.min(4) as f64);
+        let alpha = 1.0 + 4.0 * s.crashes + near + 1.5 * (s.touched.min(3) as f64);
         let beta =
             1.0 + 0.25 * (s.fired as f64 - s.crashes).max(0.0) + 2.0 * (s.armed - s.fired) as f64;
         beta_sample(rng, alpha, beta)
@@ -267,9 +273,19 @@ impl Explorer {
         let mut t = TriggerSpec::new(name, &self.points[a.point].site);
         t.vcpus = vec![a.vcpu];
         t.max_fires = Some(self.cfg.max_fires);
+        // Secondaries fire with the probability too: the first armed point
+        // on the other vCPU's path would otherwise always win, and those
+        // after it (often the window) would never be tried.
+        t.probability = Some(self.cfg.probability);
         match a.role {
-            Role::P => t.probability = Some(self.cfg.probability),
-            Role::S => t.during = Some(during.unwrap_or(crate::stall::engine::DURING_ANY).into()),
+            // The stalled task, to see whether the other vCPU acts on it.
+            Role::P => {
+                t.capture
+                    .insert(name.to_string(), crate::stall::Reg::Current);
+            }
+            Role::S => {
+                t.during = Some(during.unwrap_or(crate::stall::engine::DURING_ANY).into());
+            }
         }
         let d = Duration2::fixed(Duration::from_micros(a.stall_us));
         t.stall = match a.role {
@@ -304,6 +320,7 @@ impl Explorer {
         seed: u64,
         mut arms: Vec<Arm>,
         fired: &[String],
+        holds: &[(String, String)],
         valid: bool,
         verdict: &str,
         title: Option<&str>,
@@ -331,6 +348,15 @@ impl Explorer {
                 }
             }
         }
+        let mut touched = Vec::new();
+        for (t, var) in holds {
+            let at = |n: &str| names.iter().position(|x| x == n);
+            if let (Some(s), Some(p)) = (at(t), at(var)) {
+                if !touched.contains(&(p, s)) {
+                    touched.push((p, s));
+                }
+            }
+        }
         let credit = title.and_then(|_| {
             let last_s = idx.iter().rposition(|&i| arms[i].role == Role::S);
             match last_s {
@@ -355,6 +381,7 @@ impl Explorer {
             title: title.map(String::from),
             credit,
             met,
+            touched,
             seconds,
         };
         self.learn(&r);
@@ -372,9 +399,9 @@ impl Explorer {
             s.armed += 1;
             s.fired += (a.fires > 0) as u64;
         }
-        for &(p, s) in &r.met {
-            self.stats.entry(r.arms[p].key()).or_default().met += 1;
-            self.stats.entry(r.arms[s].key()).or_default().met += 1;
+        for &(p, s) in &r.touched {
+            self.stats.entry(r.arms[p].key()).or_default().touched += 1;
+            self.stats.entry(r.arms[s].key()).or_default().touched += 1;
         }
         if let Some((p, s)) = r.credit {
             self.stats.entry(r.arms[p].key()).or_default().crashes += 1.0;
@@ -703,7 +730,7 @@ mod tests {
         let mut e = Explorer::new(pts(30), cfg(Strategy::Adaptive));
         let arms = e.plan(0);
         let fired: Vec<String> = ["p1", "s5", "p2", "s4"].map(String::from).to_vec();
-        let r = e.record(0, 1, arms, &fired, true, "crash", Some("BUG"), 0.5);
+        let r = e.record(0, 1, arms, &fired, &[], true, "crash", Some("BUG"), 0.5);
         assert_eq!(r.credit, Some((2, Some(4))));
         assert_eq!(r.met, vec![(1, 5), (2, 4)]);
         let rows = e.ranking();
@@ -736,6 +763,7 @@ mod tests {
             1,
             arms,
             &["p0".into(), "s1".into()],
+            &[],
             true,
             "crash",
             Some("BUG"),

@@ -71,6 +71,10 @@ pub struct RunResult {
     pub workload_started: bool,
     pub seconds: f64,
     pub fired: Vec<String>,
+    /// (trigger, capture): a `during` trigger fired with a captured value
+    /// in a register (e.g. waking the stalled task).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<(String, String)>,
     /// For a restored run: what the restore copied and cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreInfo>,
@@ -610,6 +614,7 @@ impl Prepared {
             workload_started: started,
             seconds: o.elapsed.as_secs_f64(),
             fired: engine.as_ref().map(|e| e.fired()).unwrap_or_default(),
+            holds: engine.as_ref().map(|e| e.holds()).unwrap_or_default(),
             restore,
             inspected: o.inspected.clone(),
             report,
@@ -805,6 +810,7 @@ mod tests {
             workload_started: true,
             seconds: 1.0,
             fired: vec![],
+            holds: vec![],
             restore: None,
             inspected: None,
             report: None,

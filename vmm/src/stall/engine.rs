@@ -89,6 +89,9 @@ struct State {
     vars: HashMap<String, u64>,
     rng: u64,
     fired: Vec<String>,
+    /// (trigger, capture) for each `during` fire that had the capture's
+    /// value in a register.
+    holds: Vec<(String, String)>,
     goal_reached: bool,
 }
 
@@ -282,6 +285,7 @@ impl Engine {
             vars: HashMap::new(),
             rng: cfg.seed ^ 0x5eed,
             fired: Vec::new(),
+            holds: Vec::new(),
             goal_reached: cfg.goal.is_empty(),
         };
         Ok(Self {
@@ -359,6 +363,12 @@ impl Engine {
             ctx.request_inspect(v);
         }
         self.keep_stack(ctx, why);
+    }
+
+    /// (trigger, capture): fires inside another's stall with a captured
+    /// value in a register, in order.
+    pub fn holds(&self) -> Vec<(String, String)> {
+        self.lock().holds.clone()
     }
 
     /// Trigger names in the order they fired.
@@ -593,6 +603,27 @@ impl DebugHandler for Engine {
                 if let Some(val) = self.reg_value(ctx, &regs, *r, base) {
                     st.vars.insert(var.clone(), val);
                     detail.push_str(&format!(" ${var}={val:#x}"));
+                }
+            }
+            // Fired inside another vCPU's stall with a captured value (the
+            // stalled task, ...) in a register: this vCPU is acting on what
+            // the stalled one holds (a wakeup of it, say). Explore learns
+            // from it; the trace shows it.
+            if let (Some(_), Some(g)) = (&s.during, regs.as_ref()) {
+                let gprs = [
+                    g.rdi, g.rsi, g.rdx, g.rcx, g.r8, g.r9, g.r10, g.r11, g.rax, g.rbx, g.r12,
+                    g.r13, g.r14, g.r15,
+                ];
+                let mut held: Vec<String> = st
+                    .vars
+                    .iter()
+                    .filter(|(_, val)| **val != 0 && gprs.contains(val))
+                    .map(|(var, _)| var.clone())
+                    .collect();
+                held.sort();
+                for var in held {
+                    detail.push_str(&format!(" holds ${var}"));
+                    st.holds.push((s.name.clone(), var));
                 }
             }
             for (j, o) in self.triggers.iter().enumerate() {

@@ -1,0 +1,146 @@
+//! `preemptor sweep` and `explore` on the seed race: a sweep's rates and
+//! its SVG, an exploration that finds the window from a handful of source
+//! lines and emits a scenario that reproduces it, and a results file that
+//! a second invocation continues.
+use preemptor_e2e::*;
+
+const SCN: &str = "scenarios/do-exit-race";
+
+#[test]
+fn sweep_rates_and_plot() {
+    require_kvm();
+    let svg = tmp("sweep.svg");
+    let jl = tmp("sweep.jsonl");
+    let o = preemptor(&[
+        "sweep",
+        SCN,
+        "--kernel",
+        "reverted",
+        "--vary",
+        "waker.stall=0ms,3ms",
+        "--runs",
+        "2",
+        "--plot",
+        svg.to_str().unwrap(),
+        "--json",
+        jl.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    // Rows: point runs valid crashes rate ...: no stall, no crash; a 3 ms
+    // stall of the waker is past the window (about 1 ms on this host).
+    let rows: Vec<Vec<String>> = stdout(&o)
+        .lines()
+        .filter(|l| l.starts_with("0ms") || l.starts_with("3ms"))
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{}", stdout(&o));
+    let crashes = |r: &Vec<String>| r[3].parse::<usize>().unwrap();
+    let valid = |r: &Vec<String>| r[2].parse::<usize>().unwrap();
+    assert_eq!(crashes(&rows[0]), 0);
+    assert!(
+        valid(&rows[1]) == 0 || crashes(&rows[1]) >= 1,
+        "{:?}",
+        rows[1]
+    );
+    let lines = std::fs::read_to_string(&jl).unwrap();
+    assert_eq!(lines.lines().count(), 4);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let circles = doc
+        .descendants()
+        .filter(|n| n.tag_name().name() == "circle")
+        .count();
+    assert_eq!(circles, 2, "one marker per point");
+}
+
+#[test]
+fn explore_finds_the_window_and_emits_a_scenario() {
+    require_kvm();
+    let res = tmp("explore.jsonl");
+    let _ = std::fs::remove_file(&res);
+    let toml = tmp("explored.toml");
+    let _ = std::fs::remove_file(&toml);
+    // The exiting task's set_current_state() and waiter.task load, the
+    // waker's check_preempt_curr() and TASK_RUNNING store: a few points,
+    // so a pair is found in a few runs; no triggers written.
+    let sites = "kernel/locking/rwsem.c:1081-1082,kernel/sched/core.c:3658-3659";
+    let o = preemptor(&[
+        "explore",
+        SCN,
+        "--kernel",
+        "reverted",
+        "--sites",
+        sites,
+        "--budget",
+        "40",
+        "--want",
+        "do_task_dead",
+        "--stop-after",
+        "2",
+        "--results",
+        res.to_str().unwrap(),
+        "--emit",
+        toml.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains("kernel BUG in do_task_dead"),
+        "{}",
+        stdout(&o)
+    );
+    let text = std::fs::read_to_string(&toml).expect("an emitted scenario");
+    assert!(text.contains("outlast = \"primary\""), "{text}");
+    let r = preemptor(&[
+        "run",
+        toml.to_str().unwrap(),
+        "--kernel",
+        "reverted",
+        "--runs",
+        "3",
+        "--json",
+    ]);
+    let j = json(&r);
+    let crashes = runs(&j)
+        .iter()
+        .filter(|r| r["verdict"]["title"] == "kernel BUG in do_task_dead")
+        .count();
+    assert!(crashes >= 2, "the emitted scenario reproduces: {j}");
+
+    // A second invocation continues the results file up to its budget;
+    // one with other options is refused.
+    let n = std::fs::read_to_string(&res).unwrap().lines().count();
+    let more = (n - 1 + 2).to_string();
+    let o = preemptor(&[
+        "explore",
+        SCN,
+        "--kernel",
+        "reverted",
+        "--sites",
+        sites,
+        "--budget",
+        &more,
+        "--results",
+        res.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&res).unwrap().lines().count(),
+        n + 2
+    );
+    let o = preemptor(&[
+        "explore",
+        SCN,
+        "--kernel",
+        "reverted",
+        "--sites",
+        sites,
+        "--budget",
+        &more,
+        "--stall",
+        "1ms..2ms",
+        "--results",
+        res.to_str().unwrap(),
+    ]);
+    assert!(usage_error(&o).contains("another exploration"));
+}
