@@ -209,6 +209,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
             arms,
             &res.fired,
             &res.holds,
+            &res.changed,
             valid,
             res.verdict.name(),
             title,

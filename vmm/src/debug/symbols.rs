@@ -394,6 +394,17 @@ impl Symbols {
         insn::struct_base(&instr)
     }
 
+    /// The explicit memory operand of the instruction at `addr`: base and
+    /// index register names, scale, displacement (see `insn::mem_operand`).
+    pub fn mem_operand(&self, addr: u64) -> Option<(Option<String>, Option<String>, u32, u64)> {
+        let bytes = self
+            .image
+            .code(addr, 15)
+            .or_else(|| self.image.code(addr, 1))?;
+        let instr = insn::decode(bytes, addr).into_iter().next()?;
+        insn::mem_operand(&instr)
+    }
+
     /// The source frames at `addr`, innermost first: (function, file:line)
     /// of each function inlined there, then of the real function. Empty
     /// without DWARF for it.

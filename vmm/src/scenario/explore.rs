@@ -20,7 +20,10 @@
 //! weight, to its neighbours (the stall points next to it in its function);
 //! a pair where the secondary fired with the stalled primary's task in a
 //! register (the other vCPU acted on the stalled thread: woke it, locked
-//! for it) gains, and so do its neighbours a little, before any crash;
+//! for it) gains, and so does a primary whose memory operand another CPU
+//! changed while it was stopped (a data conflict at that very point, as
+//! DataCollider finds them), and their neighbours a little, before any
+//! crash;
 //! an arm armed and never fired sinks fast (it cannot make
 //! anything happen in this workload). `Strategy::Uniform` draws arms
 //! uniformly: the baseline the adaptive one is compared with.
@@ -164,6 +167,10 @@ pub struct Run {
     /// (primary, secondary): the other vCPU acted on the stalled thread.
     #[serde(default)]
     pub touched: Vec<(usize, usize)>,
+    /// Primaries whose memory operand another CPU changed during their
+    /// stop: a data conflict at this very point (DataCollider's signal).
+    #[serde(default)]
+    pub changed: Vec<usize>,
     pub seconds: f64,
 }
 
@@ -173,6 +180,7 @@ struct Stats {
     fired: u64,
     crashes: f64,
     touched: u64,
+    changed: u64,
 }
 
 pub struct Explorer {
@@ -253,9 +261,13 @@ impl Explorer {
             .enumerate()
             .filter(|(q, o)| *q != p && o.func == pt.func && o.rank.abs_diff(pt.rank) <= 2)
             .filter_map(|(q, _)| self.stats.get(&(q, v, role)))
-            .map(|o| 2.0 * o.crashes + 0.5 * (o.touched.min(3) as f64))
+            .map(|o| 2.0 * o.crashes + 0.5 * ((o.touched + o.changed).min(3) as f64))
             .sum();
-        let alpha = 1.0 + 4.0 * s.crashes + near + 1.5 * (s.touched.min(3) as f64);
+        let alpha = 1.0
+            + 4.0 * s.crashes
+            + near
+            + 1.5 * (s.touched.min(3) as f64)
+            + 2.0 * (s.changed.min(3) as f64);
         let beta =
             1.0 + 0.25 * (s.fired as f64 - s.crashes).max(0.0) + 2.0 * (s.armed - s.fired) as f64;
         beta_sample(rng, alpha, beta)
@@ -282,6 +294,7 @@ impl Explorer {
             Role::P => {
                 t.capture
                     .insert(name.to_string(), crate::stall::Reg::Current);
+                t.watch = true;
             }
             Role::S => {
                 t.during = Some(during.unwrap_or(crate::stall::engine::DURING_ANY).into());
@@ -321,6 +334,7 @@ impl Explorer {
         mut arms: Vec<Arm>,
         fired: &[String],
         holds: &[(String, String)],
+        changed: &[String],
         valid: bool,
         verdict: &str,
         title: Option<&str>,
@@ -357,6 +371,11 @@ impl Explorer {
                 }
             }
         }
+        let mut changed_arms: Vec<usize> = changed
+            .iter()
+            .filter_map(|c| names.iter().position(|n| n == c))
+            .collect();
+        changed_arms.dedup();
         let credit = title.and_then(|_| {
             let last_s = idx.iter().rposition(|&i| arms[i].role == Role::S);
             match last_s {
@@ -382,6 +401,7 @@ impl Explorer {
             credit,
             met,
             touched,
+            changed: changed_arms,
             seconds,
         };
         self.learn(&r);
@@ -402,6 +422,9 @@ impl Explorer {
         for &(p, s) in &r.touched {
             self.stats.entry(r.arms[p].key()).or_default().touched += 1;
             self.stats.entry(r.arms[s].key()).or_default().touched += 1;
+        }
+        for &p in &r.changed {
+            self.stats.entry(r.arms[p].key()).or_default().changed += 1;
         }
         if let Some((p, s)) = r.credit {
             self.stats.entry(r.arms[p].key()).or_default().crashes += 1.0;
@@ -730,7 +753,18 @@ mod tests {
         let mut e = Explorer::new(pts(30), cfg(Strategy::Adaptive));
         let arms = e.plan(0);
         let fired: Vec<String> = ["p1", "s5", "p2", "s4"].map(String::from).to_vec();
-        let r = e.record(0, 1, arms, &fired, &[], true, "crash", Some("BUG"), 0.5);
+        let r = e.record(
+            0,
+            1,
+            arms,
+            &fired,
+            &[],
+            &[],
+            true,
+            "crash",
+            Some("BUG"),
+            0.5,
+        );
         assert_eq!(r.credit, Some((2, Some(4))));
         assert_eq!(r.met, vec![(1, 5), (2, 4)]);
         let rows = e.ranking();
@@ -763,6 +797,7 @@ mod tests {
             1,
             arms,
             &["p0".into(), "s1".into()],
+            &[],
             &[],
             true,
             "crash",

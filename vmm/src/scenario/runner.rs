@@ -75,6 +75,9 @@ pub struct RunResult {
     /// in a register (e.g. waking the stalled task).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<(String, String)>,
+    /// `watch` triggers whose operand another CPU changed during a stop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<String>,
     /// For a restored run: what the restore copied and cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreInfo>,
@@ -615,6 +618,7 @@ impl Prepared {
             seconds: o.elapsed.as_secs_f64(),
             fired: engine.as_ref().map(|e| e.fired()).unwrap_or_default(),
             holds: engine.as_ref().map(|e| e.holds()).unwrap_or_default(),
+            changed: engine.as_ref().map(|e| e.changed()).unwrap_or_default(),
             restore,
             inspected: o.inspected.clone(),
             report,
@@ -811,6 +815,7 @@ mod tests {
             seconds: 1.0,
             fired: vec![],
             holds: vec![],
+            changed: vec![],
             restore: None,
             inspected: None,
             report: None,

@@ -65,6 +65,8 @@ struct Trigger {
     /// `base` means there.
     addrs: Vec<(u64, String, Option<Reg>)>,
     regs: Vec<(Reg, Value)>,
+    /// With `watch`: each address's memory operand (base, index, scale, disp).
+    operands: HashMap<u64, (Option<Reg>, Option<Reg>, u32, u64)>,
 }
 
 impl Trigger {
@@ -92,6 +94,8 @@ struct State {
     /// (trigger, capture) for each `during` fire that had the capture's
     /// value in a register.
     holds: Vec<(String, String)>,
+    /// `watch` triggers whose operand changed during their stop.
+    changed: Vec<String>,
     goal_reached: bool,
 }
 
@@ -232,10 +236,23 @@ impl Engine {
                 }
                 addrs.push((x.addr, here, base));
             }
+            let operands = if s.watch {
+                sites
+                    .iter()
+                    .filter_map(|x| {
+                        let (b, i, sc, d) = syms.mem_operand(x.addr)?;
+                        let reg = |r: Option<String>| r.and_then(|n| n.parse::<Reg>().ok());
+                        Some((x.addr, (reg(b), reg(i), sc, d)))
+                    })
+                    .collect()
+            } else {
+                HashMap::new()
+            };
             triggers.push(Trigger {
                 spec: s.clone(),
                 addrs,
                 regs,
+                operands,
             });
         }
         let mut bps = vec![[None; 4]; cfg.vcpus];
@@ -286,6 +303,7 @@ impl Engine {
             rng: cfg.seed ^ 0x5eed,
             fired: Vec::new(),
             holds: Vec::new(),
+            changed: Vec::new(),
             goal_reached: cfg.goal.is_empty(),
         };
         Ok(Self {
@@ -369,6 +387,11 @@ impl Engine {
     /// value in a register, in order.
     pub fn holds(&self) -> Vec<(String, String)> {
         self.lock().holds.clone()
+    }
+
+    /// `watch` triggers whose operand another CPU changed during a stop.
+    pub fn changed(&self) -> Vec<String> {
+        self.lock().changed.clone()
     }
 
     /// Trigger names in the order they fired.
@@ -686,6 +709,20 @@ impl DebugHandler for Engine {
         let stall = &s.stall;
         let start = Instant::now();
         st.t[i].stalling = true;
+        // `watch`: the operand's address and value as the stop begins.
+        let watched = self.triggers[i]
+            .operands
+            .get(&addr)
+            .and_then(|&(b, x, sc, d)| {
+                let r = |r: Option<Reg>| match r {
+                    Some(r) => self.reg_value(ctx, &regs, r, None),
+                    None => Some(0),
+                };
+                let gva = r(b)?
+                    .wrapping_add(r(x)?.wrapping_mul(sc as u64))
+                    .wrapping_add(d);
+                Some((gva, ctx.read_u64(gva)?))
+            });
         if let Some(d) = stall.duration {
             let d = self.draw(&mut st, d);
             drop(st);
@@ -763,6 +800,22 @@ impl DebugHandler for Engine {
             }
             self.trace
                 .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
+        }
+        if let Some((gva, before)) = watched {
+            let now = ctx.read_u64(gva);
+            if now.is_some_and(|n| n != before) {
+                self.trace.record(
+                    ctx.elapsed(),
+                    v,
+                    EventKind::Changed,
+                    &s.name,
+                    format!(
+                        "operand {gva:#x} changed during the stop: {before:#x} -> {:#x}",
+                        now.unwrap_or(0)
+                    ),
+                );
+                self.lock().changed.push(s.name.clone());
+            }
         }
         self.lock().t[i].stalling = false;
         // Stops that outlast this one are waiting for it.

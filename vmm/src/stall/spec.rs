@@ -208,6 +208,11 @@ pub struct TriggerSpec {
     /// Tell the guest it was paused (KVM_KVMCLOCK_CTRL); an SMI would not.
     #[serde(default)]
     pub announce: bool,
+    /// At a stop, read the memory operand of the site's instruction, and
+    /// again when the stop ends: a different value means another CPU wrote
+    /// it meanwhile (the trace says so; `explore` learns from it).
+    #[serde(default)]
+    pub watch: bool,
     /// Starts disarmed (armed by another trigger's `arm`).
     #[serde(default)]
     pub disarmed: bool,
@@ -237,6 +242,7 @@ impl TriggerSpec {
             stall: StallSpec::default(),
             block_irq: None,
             announce: false,
+            watch: false,
             disarmed: false,
             arm: vec![],
             disarm: vec![],

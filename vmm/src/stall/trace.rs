@@ -17,6 +17,8 @@ pub enum EventKind {
     StallEnd,
     /// The vCPU re-enters the guest.
     Resume,
+    /// A `watch` trigger's operand changed during its stop.
+    Changed,
     /// Random preemption held the vCPU (`detail`: for how long).
     Preempt,
     /// A kernel backtrace of the vCPU (`detail`: its top frames), taken at
@@ -119,6 +121,7 @@ pub fn diagram(events: &[Event], vcpus: usize) -> String {
             EventKind::StallStart => format!("  stalled ({})", e.detail),
             EventKind::StallEnd => format!("  stall ends: {}", e.detail),
             EventKind::Resume => "  runs on".to_string(),
+            EventKind::Changed => format!("  {}", e.detail),
             EventKind::Preempt => format!("  preempted for {}", e.detail),
             // The top of the stack; the trace and stacks.txt have all of it.
             EventKind::Stack => format!(

@@ -218,3 +218,35 @@ pub(super) fn class(factory: &mut InstructionInfoFactory, instr: &Instruction) -
     });
     Some(if writes { Class::Store } else { Class::Load })
 }
+
+/// The explicit memory operand of `instr` as (base, index, scale,
+/// displacement), registers lowercase; a RIP-relative or absolute operand
+/// has neither register and its address as displacement. `None` for no
+/// operand, `lea`, and per-cpu (`%gs:`) or `%fs:` operands.
+pub(super) fn mem_operand(
+    instr: &Instruction,
+) -> Option<(Option<String>, Option<String>, u32, u64)> {
+    if instr.is_invalid()
+        || matches!(instr.mnemonic(), Mnemonic::Lea | Mnemonic::Nop)
+        || !(0..instr.op_count()).any(|i| instr.op_kind(i) == OpKind::Memory)
+        || matches!(instr.memory_segment(), Register::GS | Register::FS)
+    {
+        return None;
+    }
+    if instr.is_ip_rel_memory_operand() {
+        return Some((None, None, 1, instr.ip_rel_memory_address()));
+    }
+    let name = |r: Register| {
+        (r != Register::None && r.is_gpr64()).then(|| format!("{r:?}").to_lowercase())
+    };
+    let (b, x) = (instr.memory_base(), instr.memory_index());
+    if (b != Register::None && !b.is_gpr64()) || (x != Register::None && !x.is_gpr64()) {
+        return None;
+    }
+    Some((
+        name(b),
+        name(x),
+        instr.memory_index_scale(),
+        instr.memory_displacement64(),
+    ))
+}
