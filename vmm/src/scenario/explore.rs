@@ -8,7 +8,8 @@
 //! its `waiter.task` load, the waker before its `TASK_RUNNING` store). Each
 //! run picks an ordered vCPU pair (a, b), arms up to one hardware slot
 //! set of *primary* points on a (each fires with a probability, at most a
-//! few times, stalling a for its own random duration) and one of
+//! few times, stalling a until a secondary fires, for at most its own
+//! random duration) and one of
 //! *secondary* points on b, which fire only while some stall is in progress
 //! (`during = "*"`) and then stall b until that stall has ended and their
 //! own random duration more (`outlast`): a secondary stop that ended first
@@ -281,6 +282,8 @@ impl Explorer {
             .collect()
     }
 
+    /// `other`: the trigger a primary waits for, or a secondary stalls
+    /// during and outlasts (default `*`: any).
     fn trigger(&self, a: &Arm, name: &str, during: Option<&str>) -> TriggerSpec {
         let mut t = TriggerSpec::new(name, &self.points[a.point].site);
         t.vcpus = vec![a.vcpu];
@@ -301,16 +304,22 @@ impl Explorer {
             }
         }
         let d = Duration2::fixed(Duration::from_micros(a.stall_us));
+        let any = || crate::stall::engine::DURING_ANY.to_string();
         t.stall = match a.role {
+            // Held until the other vCPU reaches one of its points (or for
+            // its draw at most), then let run while that one is held: the
+            // pairwise interleaving "a stops at x, b runs to y, a runs on
+            // while b waits" without a duration to guess for a.
             Role::P => StallSpec {
-                duration: Some(d),
+                until: Some(during.map(String::from).unwrap_or_else(any)),
+                timeout: Some(d),
                 ..Default::default()
             },
             // A secondary stop that ended inside the primary's would give
             // the interleaving of the primary alone (only later): it
             // outlasts the primary by its draw instead.
             Role::S => StallSpec {
-                outlast: Some(during.unwrap_or(crate::stall::engine::DURING_ANY).into()),
+                outlast: Some(during.map(String::from).unwrap_or_else(any)),
                 after: Some(d),
                 timeout: Some(Duration2::fixed(
                     self.cfg.stall_hi * 2 + Duration::from_millis(100),
@@ -508,7 +517,8 @@ impl Explorer {
             stall_us: med(row.stalls.iter().map(|s| s.0).collect()),
             fires: 0,
         };
-        let mut out = vec![self.trigger(&p, "primary", None)];
+        let other = row.key.s.map(|_| "secondary");
+        let mut out = vec![self.trigger(&p, "primary", other)];
         if let Some((point, vcpu)) = row.key.s {
             let s = Arm {
                 point,
@@ -858,6 +868,7 @@ mod tests {
         assert_eq!(tr[1]["during"].as_str(), Some("primary"));
         assert_eq!(tr[1]["stall"]["after"].as_str(), Some("5ms"));
         assert_eq!(tr[1]["stall"]["outlast"].as_str(), Some("primary"));
-        assert_eq!(tr[0]["stall"]["duration"].as_str(), Some("700us"));
+        assert_eq!(tr[0]["stall"]["timeout"].as_str(), Some("700us"));
+        assert_eq!(tr[0]["stall"]["until"].as_str(), Some("secondary"));
     }
 }

@@ -166,7 +166,7 @@ impl Engine {
                 .arm
                 .iter()
                 .chain(&s.disarm)
-                .chain(s.stall.until.iter())
+                .chain(s.stall.until.iter().filter(|u| *u != DURING_ANY))
                 .chain(s.during.iter().filter(|d| *d != DURING_ANY))
                 .chain(cfg.goal.iter())
             {
@@ -774,8 +774,13 @@ impl DebugHandler for Engine {
             self.trace
                 .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         } else if let (Some(until), Some(timeout)) = (&stall.until, stall.timeout) {
-            let j = self.index(until);
-            let before = st.t[j].fires;
+            // `*`: any trigger's fire (the count of all fires grows).
+            let j = (until != DURING_ANY).then(|| self.index(until));
+            let count = move |st: &State| match j {
+                Some(j) => st.t[j].fires,
+                None => st.fired.len() as u64,
+            };
+            let before = count(&st);
             let timeout = self.draw(&mut st, timeout);
             let after = stall.after.map(|a| self.draw(&mut st, a));
             drop(st);
@@ -786,7 +791,7 @@ impl DebugHandler for Engine {
                 &s.name,
                 format!("until {until}, timeout {timeout:?}"),
             );
-            let met = self.wait(ctx, start + timeout, |st| st.t[j].fires > before);
+            let met = self.wait(ctx, start + timeout, |st| count(st) > before);
             let mut why = if met {
                 format!("{until} fired after {:?}", start.elapsed())
             } else if ctx.stopping() {

@@ -151,7 +151,7 @@ impl<'de> Deserialize<'de> for Value {
 pub struct StallSpec {
     /// Stall for this long (fixed or a range).
     pub duration: Option<Duration2>,
-    /// Or stall until this trigger fires (on any vCPU)...
+    /// Or stall until this trigger fires (on any vCPU; `*`: any trigger)...
     pub until: Option<String>,
     /// Or stall until this trigger's stall has ended (`*`: every other
     /// stall in progress): with `after`, this stop outlasts another by
