@@ -150,6 +150,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
             vcpu: 0,
             role: explore::Role::P,
             stall_us: 0,
+            focus: false,
             fires: 0,
         })
         .collect();
@@ -436,7 +437,14 @@ fn print_report(
             "{:<4} {:<44} {:<44} {:>4} {:>7} {:>4.0}% {:>4.0}-{:<3.0}% {:>13}  {}",
             i + 1,
             ex.site(r.key.p),
-            r.key.s.map(|s| ex.site(s)).unwrap_or("-".into()),
+            r.key
+                .s
+                .map(|s| format!(
+                    "{}{}",
+                    ex.site(s),
+                    if r.key.focus { " (on it)" } else { "" }
+                ))
+                .unwrap_or("-".into()),
             r.runs,
             r.crashes,
             r.rate() * 100.0,

@@ -134,6 +134,10 @@ pub struct Arm {
     pub vcpu: usize,
     pub role: Role,
     pub stall_us: u64,
+    /// A secondary that fires only when it holds the stalled primary's
+    /// task in a register (`acts_on_stalled`).
+    #[serde(default)]
+    pub focus: bool,
     #[serde(default)]
     pub fires: u64,
 }
@@ -235,6 +239,11 @@ impl Explorer {
                     vcpu: v,
                     role,
                     stall_us: self.duration(&mut rng).as_micros() as u64,
+                    // Half the secondaries wait for the other vCPU to act
+                    // on the stalled thread (wake it, lock for it): the
+                    // shape of most wakeup and exit races; the other half
+                    // take any hit.
+                    focus: role == Role::S && unit(&mut rng) < 0.5,
                     fires: 0,
                 });
             }
@@ -242,10 +251,17 @@ impl Explorer {
         arms
     }
 
-    /// Log-uniform in the stall range: windows differ by orders of magnitude.
+    /// Half the draws are the range's top: a long hold is the single most
+    /// telling value (a primary waits as long as a secondary may take to
+    /// come; a secondary lets the primary's thread run as far as it gets).
+    /// The other half are log-uniform in the range, for windows that need a
+    /// short hold: their widths differ by orders of magnitude.
     fn duration(&self, rng: &mut u64) -> Duration {
         let lo = self.cfg.stall_lo.as_secs_f64().max(1e-6);
         let hi = self.cfg.stall_hi.as_secs_f64().max(lo);
+        if unit(rng) < 0.5 {
+            return Duration::from_secs_f64(hi);
+        }
         Duration::from_secs_f64(lo * (hi / lo).powf(unit(rng)))
     }
 
@@ -291,7 +307,9 @@ impl Explorer {
         // Secondaries fire with the probability too: the first armed point
         // on the other vCPU's path would otherwise always win, and those
         // after it (often the window) would never be tried.
-        t.probability = Some(self.cfg.probability);
+        // A focused secondary is rare enough to take every hit.
+        t.probability = (!a.focus).then_some(self.cfg.probability);
+        t.acts_on_stalled = a.focus;
         match a.role {
             // The stalled task, to see whether the other vCPU acts on it.
             Role::P => {
@@ -456,6 +474,7 @@ impl Explorer {
             let key = |p: usize, s: Option<usize>| RowKey {
                 p: (r.arms[p].point, r.arms[p].vcpu),
                 s: s.map(|s| (r.arms[s].point, r.arms[s].vcpu)),
+                focus: s.is_some_and(|s| r.arms[s].focus),
             };
             let mut keys: Vec<RowKey> = r.met.iter().map(|&(p, s)| key(p, Some(s))).collect();
             if let Some((p, s)) = r.credit {
@@ -489,6 +508,7 @@ impl Explorer {
                 .then(b.low().total_cmp(&a.low()))
                 .then(a.key.p.cmp(&b.key.p))
                 .then(a.key.s.cmp(&b.key.s))
+                .then(a.key.focus.cmp(&b.key.focus))
         });
         v
     }
@@ -515,6 +535,7 @@ impl Explorer {
             vcpu: row.key.p.1,
             role: Role::P,
             stall_us: med(row.stalls.iter().map(|s| s.0).collect()),
+            focus: false,
             fires: 0,
         };
         let other = row.key.s.map(|_| "secondary");
@@ -525,6 +546,7 @@ impl Explorer {
                 vcpu,
                 role: Role::S,
                 stall_us: med(row.stalls.iter().filter_map(|s| s.1).collect()),
+                focus: row.key.focus,
                 fires: 0,
             };
             out.push(self.trigger(&s, "secondary", Some("primary")));
@@ -541,6 +563,8 @@ impl Explorer {
 pub struct RowKey {
     pub p: (usize, usize),
     pub s: Option<(usize, usize)>,
+    /// The secondary was focused (`acts_on_stalled`).
+    pub focus: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -686,6 +710,9 @@ fn trigger_table(x: &TriggerSpec) -> toml::Value {
     if let Some(d) = &x.during {
         m.insert("during".into(), s(d));
     }
+    if x.acts_on_stalled {
+        m.insert("acts_on_stalled".into(), toml::Value::Boolean(true));
+    }
     let mut st = toml::Table::new();
     let st_d = [
         ("duration", x.stall.duration),
@@ -792,6 +819,7 @@ mod tests {
                 vcpu: 0,
                 role: Role::P,
                 stall_us: 1000,
+                focus: false,
                 fires: 0,
             },
             Arm {
@@ -799,6 +827,7 @@ mod tests {
                 vcpu: 1,
                 role: Role::S,
                 stall_us: 1000,
+                focus: false,
                 fires: 0,
             },
         ];
@@ -848,6 +877,7 @@ mod tests {
             key: RowKey {
                 p: (1, 0),
                 s: Some((2, 1)),
+                focus: false,
             },
             runs: 2,
             crashes: 2,

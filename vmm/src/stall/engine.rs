@@ -29,6 +29,14 @@ pub enum Error {
     TaskLayout(symbols::Error),
 }
 
+/// The general-purpose registers a value can be held in.
+fn gprs(g: &kvm_bindings::kvm_regs) -> [u64; 14] {
+    [
+        g.rdi, g.rsi, g.rdx, g.rcx, g.r8, g.r9, g.r10, g.r11, g.rax, g.rbx, g.r12, g.r13, g.r14,
+        g.r15,
+    ]
+}
+
 /// `during = "*"`: while any trigger's stall is in progress (on another
 /// vCPU: a stalled vCPU hits nothing).
 pub const DURING_ANY: &str = "*";
@@ -578,6 +586,21 @@ impl DebugHandler for Engine {
                     continue;
                 }
             }
+            if s.acts_on_stalled {
+                let Some(g) = regs.as_ref() else { continue };
+                let gprs = gprs(g);
+                let held = self.triggers.iter().enumerate().any(|(j, o)| {
+                    st.t[j].stalling
+                        && o.spec.capture.keys().any(|var| {
+                            st.vars
+                                .get(var)
+                                .is_some_and(|val| *val != 0 && gprs.contains(val))
+                        })
+                });
+                if !held {
+                    continue;
+                }
+            }
             if s.comm.is_some() || s.pid.is_some() || s.task_flags.is_some() {
                 let info = task.get_or_insert_with(|| self.task_info(ctx));
                 let Some((comm, pid, flags)) = info else {
@@ -633,10 +656,7 @@ impl DebugHandler for Engine {
             // the stalled one holds (a wakeup of it, say). Explore learns
             // from it; the trace shows it.
             if let (Some(_), Some(g)) = (&s.during, regs.as_ref()) {
-                let gprs = [
-                    g.rdi, g.rsi, g.rdx, g.rcx, g.r8, g.r9, g.r10, g.r11, g.rax, g.rbx, g.r12,
-                    g.r13, g.r14, g.r15,
-                ];
+                let gprs = gprs(g);
                 let mut held: Vec<String> = st
                     .vars
                     .iter()

@@ -188,6 +188,11 @@ pub struct TriggerSpec {
     /// Fire only while trigger NAME's stall is in progress (on another
     /// vCPU); `*`: while any trigger's is.
     pub during: Option<String>,
+    /// Fire only with a value captured by a trigger that is now stalled in
+    /// a register (the stalled task, as its waker holds it): this vCPU is
+    /// acting on what the stalled one holds.
+    #[serde(default)]
+    pub acts_on_stalled: bool,
     /// Current task's `comm` must equal this.
     pub comm: Option<String>,
     /// Current task's pid must equal this.
@@ -234,6 +239,7 @@ impl TriggerSpec {
             probability: None,
             max_fires: None,
             during: None,
+            acts_on_stalled: false,
             comm: None,
             pid: None,
             task_flags: None,
