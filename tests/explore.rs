@@ -73,11 +73,11 @@ fn explore_finds_the_window_and_emits_a_scenario() {
         "--sites",
         sites,
         "--budget",
-        "40",
+        "60",
         "--want",
         "do_task_dead",
         "--stop-after",
-        "2",
+        "1",
         "--results",
         res.to_str().unwrap(),
         "--emit",
@@ -97,7 +97,7 @@ fn explore_finds_the_window_and_emits_a_scenario() {
         "--kernel",
         "reverted",
         "--runs",
-        "3",
+        "8",
         "--json",
     ]);
     let j = json(&r);
@@ -105,7 +105,10 @@ fn explore_finds_the_window_and_emits_a_scenario() {
         .iter()
         .filter(|r| r["verdict"]["title"] == "kernel BUG in do_task_dead")
         .count();
-    assert!(crashes >= 2, "the emitted scenario reproduces: {j}");
+    // Its stalls are random draws (a primary fires with a probability):
+    // a rate, not every run; 8 runs miss it with a chance under 2% at the
+    // 40% measured for a one-crash emission.
+    assert!(crashes >= 1, "the emitted scenario reproduces: {j}");
 
     // A second invocation continues the results file up to its budget;
     // one with other options is refused.

@@ -116,7 +116,8 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         .collect::<Result<Vec<_>, _>>()?;
     let scenario_text = std::fs::read_to_string(&scn.path)
         .map_err(|e| UsageError(format!("{}: {e}", scn.path.display())))?;
-    let scenario_dir = scn.dir();
+    // Absolute: the emitted scenario lives elsewhere.
+    let scenario_dir = scn.dir().canonicalize().unwrap_or_else(|_| scn.dir());
     let p = runner::prepare(scn, &a.kernel, true, true)?;
     let syms = p
         .symbols()
@@ -237,7 +238,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         match best {
             Some(row) => {
                 let comment = format!(
-                    "Found by `preemptor explore` on kernel {} ({} runs, seed {}):\n{} crashes in {} runs where these stalls met; titles: {}\nDurations: the medians of the crashing runs' draws.",
+                    "Found by `preemptor explore` on kernel {} ({} runs, seed {}):\n{} crashes in {} runs where these stalls met; titles: {}\nDurations: the longest of the crashing runs' draws.",
                     p.kernel_name,
                     ex.runs.len(),
                     a.seed,

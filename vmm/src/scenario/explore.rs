@@ -523,13 +523,13 @@ impl Explorer {
         (hits.len(), hits.first().map(|r| r.run))
     }
 
-    /// The best row's stalls as scenario triggers: durations the medians of
-    /// its crashing runs' draws.
+    /// The best row's stalls as scenario triggers, made to reproduce rather
+    /// than to sample: each duration the longest of its crashing runs'
+    /// draws (every one of them crashed once), the primary stopping at
+    /// every hit (up to 4x `max_fires`) instead of by chance: each stop is
+    /// another try at the window in the same run.
     pub fn emit_triggers(&self, row: &Row) -> Vec<TriggerSpec> {
-        let med = |mut v: Vec<u64>| {
-            v.sort();
-            v.get(v.len() / 2).copied().unwrap_or(0)
-        };
+        let med = |v: Vec<u64>| v.into_iter().max().unwrap_or(0);
         let p = Arm {
             point: row.key.p.0,
             vcpu: row.key.p.1,
@@ -540,6 +540,8 @@ impl Explorer {
         };
         let other = row.key.s.map(|_| "secondary");
         let mut out = vec![self.trigger(&p, "primary", other)];
+        out[0].probability = None;
+        out[0].max_fires = Some(self.cfg.max_fires * 4);
         if let Some((point, vcpu)) = row.key.s {
             let s = Arm {
                 point,
@@ -550,6 +552,7 @@ impl Explorer {
                 fires: 0,
             };
             out.push(self.trigger(&s, "secondary", Some("primary")));
+            out[1].max_fires = Some(self.cfg.max_fires * 4);
         }
         out
     }
@@ -678,6 +681,9 @@ pub fn emit_scenario(
                 .collect(),
         ),
     );
+    // Every stop is a try: the goal says a run counts, it does not end
+    // the tries.
+    goal.insert("disarm_on_goal".into(), toml::Value::Boolean(false));
     t.insert("goal".into(), toml::Value::Table(goal));
     let trig: Vec<toml::Value> = triggers.iter().map(trigger_table).collect();
     t.insert("trigger".into(), toml::Value::Array(trig));
@@ -712,6 +718,17 @@ fn trigger_table(x: &TriggerSpec) -> toml::Value {
     }
     if x.acts_on_stalled {
         m.insert("acts_on_stalled".into(), toml::Value::Boolean(true));
+    }
+    if !x.capture.is_empty() {
+        let c: toml::Table = x
+            .capture
+            .iter()
+            .map(|(k, r)| (k.clone(), toml::Value::try_from(r).unwrap_or(s("current"))))
+            .collect();
+        m.insert("capture".into(), toml::Value::Table(c));
+    }
+    if x.watch {
+        m.insert("watch".into(), toml::Value::Boolean(true));
     }
     let mut st = toml::Table::new();
     let st_d = [
@@ -882,7 +899,7 @@ mod tests {
             runs: 2,
             crashes: 2,
             titles: vec![],
-            stalls: vec![(500, Some(3000)), (700, Some(5000))],
+            stalls: vec![(500, Some(3000)), (700, Some(5000)), (600, Some(4000))],
         };
         let out = emit_scenario(
             text,
@@ -899,6 +916,8 @@ mod tests {
         assert_eq!(tr[1]["stall"]["after"].as_str(), Some("5ms"));
         assert_eq!(tr[1]["stall"]["outlast"].as_str(), Some("primary"));
         assert_eq!(tr[0]["stall"]["timeout"].as_str(), Some("700us"));
+        assert!(tr[0].get("probability").is_none());
         assert_eq!(tr[0]["stall"]["until"].as_str(), Some("secondary"));
+        assert_eq!(tr[0]["capture"]["primary"].as_str(), Some("current"));
     }
 }
