@@ -9,8 +9,9 @@ const SCN: &str = "scenarios/do-exit-race";
 #[test]
 fn sweep_rates_and_plot() {
     require_kvm();
-    let svg = tmp("sweep.svg");
-    let jl = tmp("sweep.jsonl");
+    let dir = tmp("sweep");
+    let svg = dir.join("window.svg");
+    let jl = dir.join("runs.jsonl");
     let o = preemptor(&[
         "sweep",
         SCN,
@@ -26,8 +27,8 @@ fn sweep_rates_and_plot() {
         jl.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0));
-    // Rows: point runs valid crashes rate ...: no stall, no crash; a 3 ms
-    // stall of the waker is past the window (about 1 ms on this host).
+    // Rows: point runs valid crashes rate ...: a 3 ms stall of the waker
+    // is past the window (about 1 ms on this host): it crashes.
     let rows: Vec<Vec<String>> = stdout(&o)
         .lines()
         .filter(|l| l.starts_with("0ms") || l.starts_with("3ms"))
@@ -36,12 +37,11 @@ fn sweep_rates_and_plot() {
     assert_eq!(rows.len(), 2, "{}", stdout(&o));
     let crashes = |r: &Vec<String>| r[3].parse::<usize>().unwrap();
     let valid = |r: &Vec<String>| r[2].parse::<usize>().unwrap();
-    assert_eq!(crashes(&rows[0]), 0);
-    assert!(
-        valid(&rows[1]) == 0 || crashes(&rows[1]) >= 1,
-        "{:?}",
-        rows[1]
-    );
+    // Not `0ms` crashes == 0: a loaded host deschedules vCPU threads by
+    // itself (seen: 2/2 at 0 ms with another guest running beside it).
+    assert!(valid(&rows[1]) >= 1, "{:?}", rows[1]);
+    assert!(crashes(&rows[1]) >= 1, "{:?}", rows[1]);
+    assert!(crashes(&rows[1]) >= crashes(&rows[0]), "{rows:?}");
     let lines = std::fs::read_to_string(&jl).unwrap();
     assert_eq!(lines.lines().count(), 4);
     let text = std::fs::read_to_string(&svg).unwrap();
@@ -57,10 +57,9 @@ fn sweep_rates_and_plot() {
 #[test]
 fn explore_finds_the_window_and_emits_a_scenario() {
     require_kvm();
-    let res = tmp("explore.jsonl");
-    let _ = std::fs::remove_file(&res);
-    let toml = tmp("explored.toml");
-    let _ = std::fs::remove_file(&toml);
+    let dir = tmp("explore");
+    let res = dir.join("results.jsonl");
+    let toml = dir.join("explored.toml");
     // The exiting task's set_current_state() and waiter.task load, the
     // waker's check_preempt_curr() and TASK_RUNNING store: a few points,
     // so a pair is found in a few runs; no triggers written.
