@@ -1,7 +1,6 @@
 //! `preemptor explore`: stall random pairs of points in a set of kernel
 //! functions on two vCPUs, learn which crash, rank them, and emit a
 //! scenario that reproduces the best (see `scenario::explore`).
-use super::sweep::judge;
 use super::UsageError;
 use crate::debug::symbols::{Class, Symbols};
 use crate::scenario::explore::{self, Config, Explorer, Header, Point, Strategy};
@@ -204,7 +203,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         if matches!(res.verdict, crate::boot::verdict::Verdict::Interrupted) {
             break;
         }
-        let (valid, title) = judge(&res);
+        let (valid, title) = res.judged();
         let rec = ex.record(
             run,
             seed,

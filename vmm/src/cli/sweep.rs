@@ -2,8 +2,7 @@
 //! the crash rate per point with its interval, a table and an SVG plot.
 use super::plot::{self, RatePoint};
 use super::UsageError;
-use crate::boot::verdict::Verdict;
-use crate::scenario::runner::{self, RunResult};
+use crate::scenario::runner;
 use crate::scenario::sweep::{self, Point, PointResult, Vary};
 use crate::scenario::Scenario;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -94,7 +93,7 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
             }
             let seed = a.seed + (i * a.runs + r) as u64;
             let res = p.run_with(i * a.runs + r, seed, None, s, &p.scenario.goal)?;
-            let (valid, crash) = judge(&res);
+            let (valid, crash) = res.judged();
             crashes += crash.is_some() as usize;
             pr.add(valid, crash, res.goal_reached, res.seconds);
             if let Some(w) = json.as_mut() {
@@ -145,18 +144,6 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
         println!("plot: {}", path.display());
     }
     Ok(if interrupted { 130 } else { 0 })
-}
-
-/// Whether a run says something about the kernel (the workload started,
-/// the host did not fail), and its crash title if it crashed.
-pub fn judge(r: &RunResult) -> (bool, Option<&str>) {
-    let valid = r.workload_started
-        && !matches!(r.verdict, Verdict::HostError { .. } | Verdict::Interrupted);
-    let crash = match &r.verdict {
-        Verdict::Crash { title, .. } if valid => Some(title.as_str()),
-        _ => None,
-    };
-    (valid, crash)
 }
 
 /// `FUNC/each` in a site list: every instruction of FUNC as `FUNC+off`.

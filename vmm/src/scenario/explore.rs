@@ -28,7 +28,7 @@
 //! an arm armed and never fired sinks fast (it cannot make
 //! anything happen in this workload). `Strategy::Uniform` draws arms
 //! uniformly: the baseline the adaptive one is compared with.
-use super::runner::wilson;
+use super::runner::{count_title, wilson};
 use crate::debug::symbols::{Class, StallPoint};
 use crate::stall::spec::{Duration2, TriggerSpec};
 use crate::stall::StallSpec;
@@ -494,10 +494,7 @@ impl Explorer {
                     row.stalls
                         .push((r.arms[p].stall_us, s.map(|s| r.arms[s].stall_us)));
                     let t = r.title.clone().unwrap_or_default();
-                    match row.titles.iter_mut().find(|(x, _)| *x == t) {
-                        Some((_, n)) => *n += 1,
-                        None => row.titles.push((t, 1)),
-                    }
+                    count_title(&mut row.titles, &t);
                 }
             }
         }

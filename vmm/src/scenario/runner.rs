@@ -741,6 +741,32 @@ pub fn wilson(k: usize, n: usize) -> Option<(f64, f64)> {
     Some(((c - h).max(0.0), (c + h).min(1.0)))
 }
 
+/// Count one more of `title` in a (title, count) list.
+pub fn count_title(titles: &mut Vec<(String, usize)>, title: &str) {
+    match titles.iter_mut().find(|(t, _)| t == title) {
+        Some((_, n)) => *n += 1,
+        None => titles.push((title.to_string(), 1)),
+    }
+}
+
+impl RunResult {
+    /// Whether the run says something about the kernel whatever the goal
+    /// (the workload started, the host did not fail: sweeps and
+    /// explorations count these), and its crash title if it crashed.
+    pub fn judged(&self) -> (bool, Option<&str>) {
+        let valid = self.workload_started
+            && !matches!(
+                self.verdict,
+                Verdict::HostError { .. } | Verdict::Interrupted
+            );
+        let crash = match &self.verdict {
+            Verdict::Crash { title, .. } if valid => Some(title.as_str()),
+            _ => None,
+        };
+        (valid, crash)
+    }
+}
+
 pub fn summarize(rs: &[RunResult]) -> Summary {
     let conclusive: Vec<&RunResult> = rs.iter().filter(|r| r.conclusive).collect();
     let crashes = conclusive
@@ -750,10 +776,7 @@ pub fn summarize(rs: &[RunResult]) -> Summary {
     let mut titles: Vec<(String, usize)> = Vec::new();
     for r in rs {
         if let Verdict::Crash { title, .. } = &r.verdict {
-            match titles.iter_mut().find(|(t, _)| t == title) {
-                Some((_, n)) => *n += 1,
-                None => titles.push((title.clone(), 1)),
-            }
+            count_title(&mut titles, title);
         }
     }
     titles.sort_by_key(|t| std::cmp::Reverse(t.1));

@@ -12,7 +12,7 @@
 //! `stall` replaces the trigger's whole stall with a fixed duration (the
 //! `until` form is dropped): for a stall, the crash rate against the
 //! duration is the race window's width as the kernel sees it.
-use super::runner::wilson;
+use super::runner::{count_title, wilson};
 use crate::stall::spec::{parse_duration, Duration2};
 use crate::stall::TriggerSpec;
 use serde::{Deserialize, Serialize};
@@ -347,10 +347,7 @@ impl PointResult {
         self.goal += goal as usize;
         if let Some(t) = crash {
             self.crashes += 1;
-            match self.titles.iter_mut().find(|(x, _)| x == t) {
-                Some((_, n)) => *n += 1,
-                None => self.titles.push((t.to_string(), 1)),
-            }
+            count_title(&mut self.titles, t);
         }
     }
 
