@@ -66,18 +66,12 @@ pub fn rate_plot(
             &BLUE,
         ))
         .map_err(|e| err(&e))?;
+    // The bar's own marker is the point.
     chart
         .draw_series(
             valid
                 .iter()
                 .map(|(x, r, (a, b))| ErrorBar::new_vertical(*x, *a, *r, *b, BLUE.filled(), 8)),
-        )
-        .map_err(|e| err(&e))?;
-    chart
-        .draw_series(
-            valid
-                .iter()
-                .map(|(x, r, _)| Circle::new((*x, *r), 4, BLUE.filled())),
         )
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))?;
