@@ -386,23 +386,22 @@ impl Symbols {
     /// the instruction at `addr`: not a stack, frame, RIP-relative or
     /// per-cpu operand. `None` if it has none.
     pub fn mem_base(&self, addr: u64) -> Option<String> {
+        insn::struct_base(&self.insn_at(addr)?)
+    }
+
+    /// The instruction at `addr` (up to 15 bytes, fewer at the image's end).
+    fn insn_at(&self, addr: u64) -> Option<Instruction> {
         let bytes = self
             .image
             .code(addr, 15)
             .or_else(|| self.image.code(addr, 1))?;
-        let instr = insn::decode(bytes, addr).into_iter().next()?;
-        insn::struct_base(&instr)
+        insn::decode(bytes, addr).into_iter().next()
     }
 
     /// The explicit memory operand of the instruction at `addr`: base and
     /// index register names, scale, displacement (see `insn::mem_operand`).
     pub fn mem_operand(&self, addr: u64) -> Option<(Option<String>, Option<String>, u32, u64)> {
-        let bytes = self
-            .image
-            .code(addr, 15)
-            .or_else(|| self.image.code(addr, 1))?;
-        let instr = insn::decode(bytes, addr).into_iter().next()?;
-        insn::mem_operand(&instr)
+        insn::mem_operand(&self.insn_at(addr)?)
     }
 
     /// The source frames at `addr`, innermost first: (function, file:line)

@@ -497,6 +497,43 @@ impl Engine {
     /// Wait until `done(state)` or the deadline or the VM stops; true if done.
     /// A stalled vCPU serves gdb while the machine is frozen for it, and
     /// its stall does not count that time.
+    /// A stop that waits for `done` (at most `timeout` from `start`), then
+    /// `after` more if it came; traced as `(waiting, came, missed)`.
+    #[allow(clippy::too_many_arguments)]
+    fn hold(
+        &self,
+        ctx: &VcpuCtx<'_>,
+        name: &str,
+        start: Instant,
+        timeout: Duration,
+        after: Option<Duration>,
+        (waiting, came, missed): (String, String, String),
+        done: impl Fn(&State) -> bool,
+    ) {
+        let v = ctx.index;
+        self.trace.record(
+            ctx.elapsed(),
+            v,
+            EventKind::StallStart,
+            name,
+            format!("{waiting}, timeout {timeout:?}"),
+        );
+        let met = self.wait(ctx, start + timeout, done);
+        let mut why = if met {
+            format!("{came} after {:?}", start.elapsed())
+        } else if ctx.stopping() {
+            "VM stopping".into()
+        } else {
+            format!("timeout {timeout:?}, {missed}")
+        };
+        if let (true, Some(a)) = (met, after) {
+            self.wait(ctx, Instant::now() + a, |_| false);
+            why.push_str(&format!(", then {a:?}"));
+        }
+        self.trace
+            .record(ctx.elapsed(), v, EventKind::StallEnd, name, why);
+    }
+
     fn wait(&self, ctx: &VcpuCtx<'_>, deadline: Instant, done: impl Fn(&State) -> bool) -> bool {
         let mut deadline = deadline;
         let mut st = self.lock();
@@ -770,29 +807,14 @@ impl DebugHandler for Engine {
                 vec![self.index(o)]
             };
             drop(st);
-            self.trace.record(
-                ctx.elapsed(),
-                v,
-                EventKind::StallStart,
-                &s.name,
-                format!("outlast {o}, timeout {timeout:?}"),
+            let labels = (
+                format!("outlast {o}"),
+                format!("{o} ended"),
+                format!("{o} still stalled"),
             );
-            let met = self.wait(ctx, start + timeout, |st| {
+            self.hold(ctx, &s.name, start, timeout, after, labels, |st| {
                 others.iter().all(|&j| !st.t[j].stalling)
             });
-            let mut why = if met {
-                format!("{o} ended after {:?}", start.elapsed())
-            } else if ctx.stopping() {
-                "VM stopping".into()
-            } else {
-                format!("timeout {timeout:?}, {o} still stalled")
-            };
-            if let (true, Some(a)) = (met, after) {
-                self.wait(ctx, Instant::now() + a, |_| false);
-                why.push_str(&format!(", then {a:?}"));
-            }
-            self.trace
-                .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
         } else if let (Some(until), Some(timeout)) = (&stall.until, stall.timeout) {
             // `*`: any trigger's fire (the count of all fires grows).
             let j = (until != DURING_ANY).then(|| self.index(until));
@@ -804,27 +826,14 @@ impl DebugHandler for Engine {
             let timeout = self.draw(&mut st, timeout);
             let after = stall.after.map(|a| self.draw(&mut st, a));
             drop(st);
-            self.trace.record(
-                ctx.elapsed(),
-                v,
-                EventKind::StallStart,
-                &s.name,
-                format!("until {until}, timeout {timeout:?}"),
+            let labels = (
+                format!("until {until}"),
+                format!("{until} fired"),
+                format!("{until} did not fire"),
             );
-            let met = self.wait(ctx, start + timeout, |st| count(st) > before);
-            let mut why = if met {
-                format!("{until} fired after {:?}", start.elapsed())
-            } else if ctx.stopping() {
-                "VM stopping".into()
-            } else {
-                format!("timeout {timeout:?}, {until} did not fire")
-            };
-            if let (true, Some(a)) = (met, after) {
-                self.wait(ctx, Instant::now() + a, |_| false);
-                why.push_str(&format!(", then {a:?}"));
-            }
-            self.trace
-                .record(ctx.elapsed(), v, EventKind::StallEnd, &s.name, why);
+            self.hold(ctx, &s.name, start, timeout, after, labels, |st| {
+                count(st) > before
+            });
         }
         if let Some((gva, before)) = watched {
             let now = ctx.read_u64(gva);
