@@ -5,6 +5,6 @@
 # Extra arguments go to `preemptor demo` (e.g. --runs 20 --out runs/).
 set -euo pipefail
 cd "$(dirname "$0")"
-bash guest/build.sh >/dev/null
 cargo build --release -p preemptor
+./target/release/preemptor setup --yes --no-shell-files >/dev/null
 exec ./target/release/preemptor demo scenarios/do-exit-race "$@"

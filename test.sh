@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test, on a fresh machine: checks formatting and lints, installs what
-# the guest build needs (apt), builds the guest programs and the base kernel
-# (cached under ${PREEMPTOR_CACHE:-~/.cache/preemptor}), the VMM, every
+# Every test, on a fresh machine: checks formatting and lints, builds the
+# VMM (with the guest programs inside it), runs `preemptor setup` (apt
+# packages, the base kernel, cached under ${PREEMPTOR_CACHE:-~/.cache/preemptor};
+# completions and man pages), builds every
 # scenario's kernel variants, then runs the unit, classifier-corpus, symbol
 # and end-to-end tests (real KVM, real guests; one at a time: the host has
 # few cores and boots are expensive).
@@ -10,7 +11,8 @@ cd "$(dirname "$0")"
 # Formatting and lints first: cheap, and either failing is a failed submission.
 cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets -- -D warnings
-bash guest/build.sh
+cargo build --release -p preemptor
+./target/release/preemptor setup --yes
 # Debian's stock VM kernel, only for `kernel check` (never booted); gdb,
 # for the test that drives it against `--gdb`.
 sudo_=""; [[ $(id -u) == 0 ]] || sudo_=sudo
@@ -20,7 +22,6 @@ fi
 if ! command -v gdb >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends gdb >/dev/null
 fi
-cargo build --release -p preemptor
 # Every scenario's kernels, built (or found in the cache) before the tests
 # that use them; a broken patch or fragment fails here, by name.
 for s in scenarios/*/scenario.toml; do

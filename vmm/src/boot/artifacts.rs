@@ -1,6 +1,6 @@
 //! What a boot needs from outside: the kernel image (a named variant built
 //! by `guest/kernel/build.sh`, or any path) and the initramfs, packed at
-//! run time from the static guest programs.
+//! run time from the static guest programs the binary carries.
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,15 +13,15 @@ pub enum Error {
     NotAKernel(PathBuf),
     #[error("cannot read '{0}': {1}")]
     Read(PathBuf, std::io::Error),
-    #[error("kernel is not built ({0})")]
+    #[error("kernel is not built ({0}); `preemptor kernel build SCENARIO` or `preemptor setup` builds it")]
     NotBuilt(String),
     /// A patch that does not apply, a setting that does not stick...
     #[error("{0}")]
     KernelInput(String),
     #[error("kernel build failed: {0}")]
     Build(String),
-    #[error("guest program '{0}' not found: run guest/build.sh")]
-    GuestProgramMissing(PathBuf),
+    #[error("cannot unpack the kernel build files into {0}: {1}")]
+    Unpack(PathBuf, std::io::Error),
     #[error(
         "unknown workload '{0}' (built in: {1}); a program of your own is `program = \"repro.c\"`"
     )]
@@ -45,22 +45,11 @@ pub struct Kernel {
     pub vmlinux: Option<PathBuf>,
 }
 
-/// `guest/` of this source tree; `PREEMPTOR_GUEST_DIR` overrides it for an
-/// installed binary.
-pub fn guest_dir() -> PathBuf {
-    std::env::var_os("PREEMPTOR_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest"))
-}
-
-/// Where `guest/build.sh` puts the static guest programs.
-pub fn guest_bin_dir() -> PathBuf {
-    std::env::var_os("PREEMPTOR_GUEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/guest/x86_64-unknown-linux-gnu/release")
-        })
+/// The `guest/` files the binary carries (kernel build script, config
+/// fragments, host-compat patches, `preemptor.h`), unpacked into the cache.
+pub fn guest_dir() -> Result<PathBuf, Error> {
+    let cache = cache_dir();
+    super::embedded::unpack(&cache).map_err(|e| Error::Unpack(cache.join("share"), e))
 }
 
 /// Where expensive artefacts live (kernels, build trees, compiled programs):
@@ -110,7 +99,7 @@ impl KernelSpec {
     /// The built kernel's directory, building it first if `build` (the
     /// base once, then the variant incrementally; progress on stderr).
     pub fn dir(&self, build: bool) -> Result<PathBuf, Error> {
-        let script = guest_dir().join("kernel/build.sh");
+        let script = guest_dir()?.join("kernel/build.sh");
         let mut cmd = Command::new("bash");
         cmd.arg(&script).args(self.script_args());
         if !build {
@@ -191,17 +180,10 @@ fn sniff(path: &Path) -> Result<KernelFormat, Error> {
 }
 
 /// The built-in workloads of the guest binary (guest/src/lib.rs), each
-/// `/bin/<name>` in the guest: the list guest/build.sh wrote beside it
-/// (`preemptor-guest --list`), so the VMM knows none of them by name.
-pub fn workloads(bin_dir: &Path) -> Result<Vec<String>, Error> {
-    let list = bin_dir.join("workloads");
-    std::fs::read_to_string(&list)
-        .map(|s| s.split_whitespace().map(str::to_string).collect())
-        .map_err(|_| Error::GuestProgramMissing(list))
+/// `/bin/<name>` in the guest.
+pub fn workloads() -> Vec<String> {
+    super::embedded::workloads()
 }
-
-/// The guest's multi-call binary, built by guest/build.sh.
-pub const GUEST_BINARY: &str = "preemptor-guest";
 
 /// What init runs, and what else the initramfs carries.
 #[derive(Debug, Clone, Default)]
@@ -218,7 +200,7 @@ pub struct Payload {
 impl Payload {
     /// A built-in workload of the guest binary with its arguments.
     pub fn workload(name: &str, args: &[String]) -> Result<Self, Error> {
-        let known = workloads(&guest_bin_dir())?;
+        let known = workloads();
         if !known.iter().any(|w| w == name) {
             return Err(Error::UnknownWorkload(name.into(), known.join(", ")));
         }
@@ -253,10 +235,9 @@ pub const ARGV_FILE: &str = "preemptor/argv";
 /// An uncompressed newc cpio: `/init` (the guest binary), `/bin/<workload>`
 /// symlinks to it, the nodes the kernel needs before init mounts devtmpfs
 /// (`/dev/console`), init's argv, and the payload's program and files.
-pub fn build_initramfs(bin_dir: &Path, payload: &Payload) -> Result<Vec<u8>, Error> {
+pub fn build_initramfs(payload: &Payload) -> Result<Vec<u8>, Error> {
     use cpio::newc::{Builder, ModeFileType};
-    let src = bin_dir.join(GUEST_BINARY);
-    let binary = std::fs::read(&src).map_err(|_| Error::GuestProgramMissing(src.clone()))?;
+    let binary = super::embedded::GUEST_BINARY.to_vec();
     // write_cpio numbers the inodes itself.
     let node = |name: &str, mode: u32, kind: ModeFileType| {
         let nlink = if matches!(kind, ModeFileType::Directory) {
@@ -311,7 +292,7 @@ pub fn build_initramfs(bin_dir: &Path, payload: &Payload) -> Result<Vec<u8>, Err
     for (name, mode, data) in files {
         entries.push((node(&name, mode, ModeFileType::Regular), Cursor::new(data)));
     }
-    for w in workloads(bin_dir)? {
+    for w in workloads() {
         entries.push((
             node(&format!("bin/{w}"), 0o777, ModeFileType::Symlink),
             Cursor::new(b"/init".to_vec()),

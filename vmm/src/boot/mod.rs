@@ -3,6 +3,7 @@
 //! fault, the timeout or Ctrl-C, then stop and join every vCPU.
 pub mod artifacts;
 pub mod check;
+pub mod embedded;
 pub mod program;
 pub mod verdict;
 

@@ -9,6 +9,9 @@ use std::process::Command;
 pub enum Error {
     #[error("{0}: {1}")]
     Read(PathBuf, std::io::Error),
+    /// `preemptor.h` could not be unpacked.
+    #[error(transparent)]
+    Share(#[from] Box<super::artifacts::Error>),
     /// The compiler's first error, as it printed it (file:line:col: error: ...).
     #[error("{0}")]
     Compile(String),
@@ -88,7 +91,7 @@ fn check_static_x86_64(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// the headers beside it, preemptor.h, the flags and the compiler version.
 fn compile(src: &Path) -> Result<PathBuf, Error> {
     let source = std::fs::read(src).map_err(|e| Error::Read(src.into(), e))?;
-    let include = guest_dir().join("include");
+    let include = guest_dir().map_err(Box::new)?.join("include");
     let gcc_version = Command::new("gcc")
         .arg("--version")
         .output()

@@ -529,10 +529,7 @@ fn boot(
     ensure_qemu()?;
     let profile = HostProfile::probe();
     let k = artifacts::resolve_kernel(kernel)?;
-    let initramfs = artifacts::build_initramfs(
-        &artifacts::guest_bin_dir(),
-        &artifacts::Payload::workload("hello", &[])?,
-    )?;
+    let initramfs = artifacts::build_initramfs(&artifacts::Payload::workload("hello", &[])?)?;
     let initrd = std::env::temp_dir().join(format!("preemptor-bench-{}.cpio", std::process::id()));
     std::fs::write(&initrd, &initramfs)
         .map_err(|e| UsageError(format!("{}: {e}", initrd.display())))?;

@@ -82,7 +82,7 @@ impl BootArgs {
                 artifacts::Payload::workload(name, args)?
             }
         };
-        let initramfs = artifacts::build_initramfs(&artifacts::guest_bin_dir(), &payload)?;
+        let initramfs = artifacts::build_initramfs(&payload)?;
         Ok(BootConfig {
             kernel,
             initramfs: Arc::new(initramfs),

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod boot;
 pub mod demo;
 pub mod explore;
+pub mod install;
 pub mod kernel;
 pub mod plot;
 pub mod report;
@@ -50,6 +51,22 @@ enum Cmd {
     Symbols(symbols::SymbolsArgs),
     /// Classify kernel console logs (crash or not, syzkaller-style title).
     Report(report::ReportArgs),
+    /// Install what preemptor needs on this host (apt packages, asking
+    /// first), build the default kernels, install completions and man pages.
+    Setup(install::SetupArgs),
+    /// Check this host: /dev/kvm, host profile, breakpoints, cache, disk,
+    /// packages, kernels, QEMU; one line per check with its fix. Exit 1 if
+    /// one fails.
+    Doctor(install::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(install::CompletionsArgs),
+    /// Print the man page (roff), or write one per subcommand with --dir.
+    Man(install::ManArgs),
+}
+
+/// The clap definition, for completions and man pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 /// `--gdb ADDR --gdb-on WHEN`, shared by `boot` and `run`.
@@ -127,6 +144,10 @@ pub fn main() -> i32 {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Symbols(a) => symbols::run(a),
         Cmd::Report(a) => report::run(a),
+        Cmd::Setup(a) => install::setup(a),
+        Cmd::Doctor(a) => install::doctor(a),
+        Cmd::Completions(a) => install::completions(a),
+        Cmd::Man(a) => install::man(a),
     };
     match res {
         Ok(code) => code,

@@ -245,10 +245,7 @@ pub fn prepare(
     let g = &scenario.guest;
     let boot = BootConfig {
         kernel: k,
-        initramfs: Arc::new(artifacts::build_initramfs(
-            &artifacts::guest_bin_dir(),
-            &payload,
-        )?),
+        initramfs: Arc::new(artifacts::build_initramfs(&payload)?),
         // Every scenario guest stops at the snapshot point when asked, so a
         // cold run and a restored run execute the same guest code.
         cmdline: boot::cmdline(
