@@ -26,6 +26,21 @@ fn run1_out(kernel: &str, extra: &[&str]) -> (serde_json::Value, std::path::Path
     (j, out)
 }
 
+#[test]
+fn full_reports_wait_for_the_end_of_the_oops() {
+    require_kvm();
+    let (j, out) = run1_out("reverted", &["--full-reports"]);
+    let r = &runs(&j)[0];
+    assert_eq!(r["verdict"]["title"], "kernel BUG in do_task_dead");
+    assert_eq!(r["verdict"]["corrupted"], false);
+    let console = std::fs::read_to_string(out.join("reverted-inject/run000/console.log")).unwrap();
+    assert!(console.contains("Call Trace:"), "{console}");
+    assert!(
+        console.contains("run ended: kernel report ended: "),
+        "{console}"
+    );
+}
+
 /// The stacks.txt sections (header line, frames) taken for `why`.
 fn stacks_for<'a>(text: &'a str, why: &str) -> Vec<(&'a str, &'a str)> {
     text.split("\n\n")
@@ -42,7 +57,15 @@ fn reverted_kernel_crashes_in_do_task_dead() {
     assert_eq!(r["goal_reached"], true, "the race window was reached");
     assert_eq!(r["verdict"]["verdict"], "crash");
     assert_eq!(r["verdict"]["title"], "kernel BUG in do_task_dead");
+    assert_eq!(r["verdict"]["corrupted"], false);
     assert_eq!(j["ok"], true);
+    // The run ended where the title settled, before the call trace.
+    let console = std::fs::read_to_string(out.join("reverted-inject/run000/console.log")).unwrap();
+    assert!(
+        console.contains("run ended: kernel report's title settled at"),
+        "{console}"
+    );
+    assert!(!console.contains("Call Trace:"), "{console}");
 
     // Both vCPUs' stacks at the goal: the exiter in do_task_dead, the
     // waker stopped in ttwu_do_wakeup called from try_to_wake_up.

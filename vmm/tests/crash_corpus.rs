@@ -140,3 +140,67 @@ fn crash_corpus() {
     );
     assert!(title >= MIN_TITLE, "exact titles {title:.3} < {MIN_TITLE}");
 }
+
+/// A run may end as soon as `settled` says the title can no longer change
+/// (the VMM gives it the console from the report's first line on, after
+/// every line). Over every corpus log with a crash and every such prefix,
+/// the first settled title and type must be those of the whole log.
+#[test]
+fn settled_titles_are_final() {
+    use preemptor::report::settled;
+    let Ok(dir) = std::fs::read_dir(CORPUS) else {
+        eprintln!("crash corpus not available at {CORPUS}; skipping");
+        return;
+    };
+    let mut paths: Vec<PathBuf> = dir.map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    let (mut crashes, mut early, mut never) = (0, 0, 0);
+    let (mut saved, mut lines_total) = (0usize, 0usize);
+    let mut wrong = Vec::new();
+    let mut corrupted_differs = 0;
+    for p in &paths {
+        let case = parse(p);
+        let Some(full) = classify(&case.log) else {
+            continue;
+        };
+        crashes += 1;
+        let report = &case.log[full.start..];
+        let ends: Vec<usize> = report.match_indices('\n').map(|(i, _)| i + 1).collect();
+        lines_total += ends.len();
+        match ends.iter().position(|&e| settled(&report[..e]).is_some()) {
+            None => never += 1,
+            Some(i) => {
+                let s = settled(&report[..ends[i]]).unwrap();
+                if s.title != full.title || s.crash_type != full.crash_type {
+                    wrong.push(format!(
+                        "{}: settled at line {} as {:?} ({}), whole log {:?} ({})",
+                        case.name,
+                        i + 1,
+                        s.title,
+                        s.crash_type,
+                        full.title,
+                        full.crash_type
+                    ));
+                } else {
+                    early += 1;
+                    saved += ends.len() - (i + 1);
+                    corrupted_differs += usize::from(s.corrupted != full.corrupted);
+                }
+            }
+        }
+    }
+    println!(
+        "settled early: {early} of {crashes} crash logs ({never} only at the end); \
+         {saved} of {lines_total} lines from the report's start on not waited for; \
+         corrupted flag differs in {corrupted_differs}"
+    );
+    assert!(
+        wrong.is_empty(),
+        "settled titles that changed:\n{}",
+        wrong.join("\n")
+    );
+    assert!(
+        early * 2 > crashes,
+        "settles too rarely to matter: {early}/{crashes}"
+    );
+}

@@ -63,6 +63,10 @@ pub struct BootConfig {
     pub gdb: Option<GdbConfig>,
     /// Random vCPU descheduling (see [`crate::vstate::preempt`]).
     pub preempt: Option<PreemptConfig>,
+    /// End the run at the console line where a kernel report's title can
+    /// no longer change ([`crate::report::settled`]), not at the report's
+    /// end: the rest of an oops costs most of a crash run under emulation.
+    pub end_when_settled: bool,
 }
 
 /// What every guest gets: ttyS0 console; restart on panic and on init's
@@ -334,12 +338,31 @@ fn execute(
         let shared = shared.clone();
         console.on_end_line(move |l| shared.finish(End::ReportEnd(l.to_string())));
     }
+    if cfg.end_when_settled {
+        let shared = shared.clone();
+        // Offset in the console text of the first report's first line.
+        let mut start: Option<usize> = None;
+        console.on_line(move |line, text| {
+            let Some(s) = start else {
+                if crate::report::starts_report(line) {
+                    let body = text.strip_suffix(b"\n").unwrap_or(text);
+                    start = Some(body.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1));
+                }
+                return true;
+            };
+            if crate::report::settled(&String::from_utf8_lossy(&text[s..])).is_none() {
+                return true;
+            }
+            shared.finish(End::ReportSettled(line.to_string()));
+            false
+        });
+    }
     let gdb_thread = match gdb {
         Some((ctl, listener)) => {
             if ctl.on_crash() {
                 // Freeze at the report's first line, on the vCPU printing it.
                 let (c, sh) = (ctl.clone(), shared.clone());
-                console.on_line(move |l| {
+                console.on_line(move |l, _| {
                     if !crate::report::starts_report(l) {
                         return true;
                     }
@@ -428,10 +451,9 @@ fn execute(
     }
     let inspected = match gdb_thread {
         Some((ctl, t)) => {
-            ctl.finish(u8::from(matches!(
-                end,
-                End::ReportEnd(_) | End::TripleFault { .. }
-            )));
+            ctl.finish(u8::from(
+                end.is_report() || matches!(end, End::TripleFault { .. }),
+            ));
             let _ = t.join();
             ctl.inspected()
         }

@@ -100,8 +100,13 @@ pub fn markers(out: &RunOutput) -> Markers {
 /// the symbolized report (see [`crate::debug::symbolize`]), as syzbot does.
 pub fn verdict(out: &RunOutput, syms: Option<&Symbols>) -> Verdict {
     let text = out.console.text();
-    if let Some(r) = report::classify(&text) {
-        let sym = syms.and_then(|s| report::classify(&symbolize_report(&text, s)));
+    // A run that ended once the title settled has only part of its report.
+    let classify = match out.end {
+        End::ReportSettled(_) => report::classify_partial,
+        _ => report::classify,
+    };
+    if let Some(r) = classify(&text) {
+        let sym = syms.and_then(|s| classify(&symbolize_report(&text, s)));
         return match sym {
             Some(sr) => Verdict::Crash {
                 title: sr.title,
@@ -128,7 +133,7 @@ pub fn verdict(out: &RunOutput, syms: Option<&Symbols>) -> Verdict {
         }
         // The console matched a report's end but the classifier found no
         // report: say so rather than call it clean.
-        End::ReportEnd(line) => Verdict::Crash {
+        End::ReportEnd(line) | End::ReportSettled(line) => Verdict::Crash {
             title: format!("unclassified kernel report ({})", line.trim()),
             crash_type: "UNKNOWN".into(),
             corrupted: true,

@@ -103,6 +103,8 @@ impl BootArgs {
                 p.seed = self.seed;
                 p
             }),
+            // A one-off boot shows the whole console.
+            end_when_settled: false,
         })
     }
 }

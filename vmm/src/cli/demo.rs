@@ -37,6 +37,7 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
         snapshot: !a.no_snapshot,
         snapshot_file: None,
         verify_restore: false,
+        full_reports: false,
         quiet: false,
         gdb: Default::default(),
         preempt: None,

@@ -3,7 +3,7 @@ use super::UsageError;
 use crate::debug::symbolize::symbolize_report;
 use crate::debug::symbols::Symbols;
 use crate::devices::console;
-use crate::report::classify;
+use crate::report::{classify, classify_partial};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -31,6 +31,12 @@ pub fn run(a: ReportArgs) -> Result<i32, UsageError> {
         let bytes = std::fs::read(f).map_err(|e| UsageError(format!("{}: {e}", f.display())))?;
         let raw = String::from_utf8_lossy(&bytes).replace('\r', "");
         let mut text = console::guest_text(&raw);
+        // A run that ended where its title settled logged only that much.
+        let classify = if raw.contains(crate::vstate::vcpu::SETTLED_END) {
+            classify_partial
+        } else {
+            classify
+        };
         // A preemptor log names its vmlinux: title from the symbolized
         // report, as the run did.
         let vmlinux = a.vmlinux.clone().or_else(|| console::log_vmlinux(&raw));

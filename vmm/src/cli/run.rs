@@ -51,6 +51,12 @@ pub struct RunArgs {
     /// restore.stale_pages; costs a compare of all guest memory per run).
     #[arg(long)]
     pub verify_restore: bool,
+    /// Wait for each kernel report's end. By default a run ends at the line
+    /// where its crash title can no longer change (the rest of an oops is
+    /// most of a crash run's time on an emulating host); console.log then
+    /// stops there too. With --gdb reports are always whole.
+    #[arg(long)]
+    pub full_reports: bool,
     #[command(flatten)]
     pub gdb: super::GdbArgs,
     /// Random vCPU descheduling in every run, with the scenario's triggers
@@ -139,6 +145,7 @@ pub struct Plan {
     pub snapshot: bool,
     pub snapshot_file: Option<PathBuf>,
     pub verify_restore: bool,
+    pub full_reports: bool,
     pub quiet: bool,
     pub gdb: super::GdbArgs,
     pub preempt: Option<crate::vstate::PreemptConfig>,
@@ -165,6 +172,9 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
             }
             p.preempt = plan.preempt.clone();
             p.verify_restore = plan.verify_restore;
+            if plan.full_reports {
+                p.wait_for_full_reports();
+            }
             if let Some(q) = first.iter().find(|q| q.kernel_name == *kernel) {
                 p.share_snapshot(q);
             }
@@ -308,6 +318,7 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         snapshot: !a.no_snapshot || a.snapshot.is_some(),
         snapshot_file: a.snapshot.clone(),
         verify_restore: a.verify_restore,
+        full_reports: a.full_reports,
         quiet: a.json,
         gdb: a.gdb.clone(),
         preempt: a.preempt.clone(),

@@ -37,7 +37,7 @@ impl Default for ConsoleConfig {
 }
 
 type EndHook = Box<dyn Fn(&str) + Send>;
-type LineHook = Box<dyn FnMut(&str) -> bool + Send>;
+type LineHook = Box<dyn FnMut(&str, &[u8]) -> bool + Send>;
 
 /// First line of every console log file: says the lines carry host
 /// timestamps, so [`guest_text`] can give back what the guest printed.
@@ -91,8 +91,9 @@ struct Inner {
     /// Host time of each marker line, in order.
     markers: Vec<(Duration, String)>,
     on_end_line: Option<EndHook>,
-    /// Called with every complete guest line while it returns true.
-    on_line: Option<LineHook>,
+    /// Each called with every complete guest line (and all the text so
+    /// far) while it returns true.
+    on_line: Vec<LineHook>,
     /// Notes held back until the guest's current line ends.
     pending_notes: Vec<String>,
 }
@@ -123,7 +124,7 @@ impl Console {
             line: Vec::new(),
             markers: Vec::new(),
             on_end_line: None,
-            on_line: None,
+            on_line: Vec::new(),
             pending_notes: Vec::new(),
         }))))
     }
@@ -161,10 +162,11 @@ impl Console {
         }
     }
 
-    /// Called with each complete guest line (on the thread that wrote it)
-    /// until it returns false.
-    pub fn on_line(&self, f: impl FnMut(&str) -> bool + Send + 'static) {
-        self.inner().on_line = Some(Box::new(f));
+    /// Called with each complete guest line and the text kept so far,
+    /// ending with that line (on the thread that wrote it, the console
+    /// locked), until it returns false. Hooks add up.
+    pub fn on_line(&self, f: impl FnMut(&str, &[u8]) -> bool + Send + 'static) {
+        self.inner().on_line.push(Box::new(f));
     }
 
     /// Called with the first guest line that matches `end_on`.
@@ -230,11 +232,9 @@ impl Inner {
                 self.markers
                     .push((self.start.elapsed(), rest.trim().to_string()));
             }
-            if let Some(mut f) = self.on_line.take() {
-                if f(&line) {
-                    self.on_line = Some(f);
-                }
-            }
+            let mut hooks = std::mem::take(&mut self.on_line);
+            hooks.retain_mut(|f| f(&line, &self.text));
+            self.on_line = hooks;
             if self.cfg.end_on.iter().any(|e| line.contains(e.as_str())) {
                 if let Some(f) = self.on_end_line.take() {
                     f(&line);

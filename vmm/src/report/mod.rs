@@ -51,6 +51,48 @@ pub fn starts_report(line: &str) -> bool {
 
 /// Classifies a raw guest console log; `None` when it shows no crash.
 pub fn classify(log: &str) -> Option<Report> {
+    classify_log(log, true)
+}
+
+/// The crash in a log that may stop in the middle of its report, once
+/// the report's title, crash type and guilty frame can no longer change:
+/// the title names a function, the report line that names it is complete,
+/// and another line of the report follows it (`None` until then). A run
+/// may end there instead of waiting for the rest of the oops (registers,
+/// the call trace, the panic), which an emulating host prints slowly.
+/// `corrupted` then counts only damage in what was printed: a call trace
+/// that was not printed yet is not missing.
+///
+/// Checked on every prefix of every log of the crash corpus
+/// (`vmm/tests/crash_corpus.rs`): the settled title and type equal those
+/// of the whole log.
+pub fn settled(log: &str) -> Option<Report> {
+    let r = classify_log(log, false)?;
+    // "corrupted" stands in for a frame the stack did not give (yet).
+    let frame = r.frame.as_deref().filter(|f| *f != "corrupted")?;
+    let mut lines = log[r.start..].lines().filter(|l| !l.trim().is_empty());
+    lines.position(|l| names_function(l, frame))?;
+    lines.next()?;
+    Some(r)
+}
+
+/// Classifies a log whose report may be cut short on purpose (see
+/// [`settled`]): a call trace not printed yet is not a defect.
+pub fn classify_partial(log: &str) -> Option<Report> {
+    classify_log(log, false)
+}
+
+/// Whether `line` names `func` as a whole symbol (not a prefix of another).
+fn names_function(line: &str, func: &str) -> bool {
+    line.match_indices(func).any(|(i, _)| {
+        let before = line[..i].chars().next_back();
+        let after = line[i + func.len()..].chars().next();
+        let ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        !ident(before) && !ident(after) && after != Some('.')
+    })
+}
+
+fn classify_log(log: &str, complete: bool) -> Option<Report> {
     let lines = split_lines(log);
     let (first, oops) = lines
         .iter()
@@ -72,7 +114,7 @@ pub fn classify(log: &str) -> Option<Report> {
     let title = sanitize_title(&normalize_title(&desc.title));
     // GCE's serial console drops right after a panic; the tail is lost.
     let corrupted = desc.corrupted
-        || is_corrupted(&desc.title, &text, desc.format)
+        || is_corrupted(&desc.title, &text, desc.format, complete)
         || log.contains("serialport: VM disconnected.");
     let frame = FRAME_IN_TITLE.captures(&title).map(|c| c[1].to_string());
     let crash_type = title_to_type(&title).to_string();
@@ -368,8 +410,10 @@ static TITLE_TIMESTAMP: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\[ *[0-9]+\.[0-9]+\]").unwrap());
 
 /// A report is only trustworthy if each trace header in it is followed by
-/// at least one frame.
-fn is_corrupted(title: &str, report: &str, format: Option<&Format>) -> bool {
+/// at least one frame. In an incomplete report (`complete` false) a trace
+/// that has not started, or has not reached its first frame, is not yet
+/// a defect.
+fn is_corrupted(title: &str, report: &str, format: Option<&Format>, complete: bool) -> bool {
     // A timestamp inside the title means two lines were merged.
     if TITLE_TIMESTAMP.is_match(title) {
         return true;
@@ -387,7 +431,7 @@ fn is_corrupted(title: &str, report: &str, format: Option<&Format>) -> bool {
         };
         let lines: Vec<&str> = report[m.start()..].split('\n').collect();
         if lines.len() < 4 {
-            return true;
+            return complete;
         }
         let mut found = false;
         for l in lines[1..].iter().take(15) {
@@ -401,10 +445,10 @@ fn is_corrupted(title: &str, report: &str, format: Option<&Format>) -> bool {
             }
         }
         if !found && key.as_str() != stack::RISCV_STACK_START {
-            return true;
+            return complete;
         }
     }
-    !has_trace
+    !has_trace && complete
 }
 
 static TITLE_REPLACEMENTS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {

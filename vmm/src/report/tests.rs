@@ -1,8 +1,6 @@
 use super::*;
 
-#[test]
-fn kernel_bug_names_the_function_not_the_line() {
-    let log = "\
+const SEED_BUG: &str = "\
 [   10.500000][    T1] Run /init as init process
 [   10.600001][    T1] ------------[ cut here ]------------
 [   10.600002][    T1] kernel BUG at kernel/sched/core.c:6760!
@@ -23,6 +21,29 @@ fn kernel_bug_names_the_function_not_the_line() {
 [   10.600017][    T1] ---[ end trace 0000000000000000 ]---
 [   10.600018][    T1] Kernel panic - not syncing: Fatal exception
 ";
+
+/// The title settles one line after the RIP line that names the function,
+/// not before; a report cut there is not called corrupted.
+#[test]
+fn settles_after_the_line_naming_the_frame() {
+    let upto =
+        |n: usize| -> String { SEED_BUG.lines().take(n).map(|l| format!("{l}\n")).collect() };
+    // Lines: 1 init, 2 cut here, 3 BUG, 4 opcode, 5 CPU, 6 hw, 7 RIP, 8 Code.
+    for n in 3..=7 {
+        assert!(settled(&upto(n)).is_none(), "settled after {n} lines");
+    }
+    let r = settled(&upto(8)).expect("settled after the line after RIP");
+    assert_eq!(r.title, "kernel BUG in do_task_dead");
+    assert_eq!(r.crash_type, "BUG");
+    assert!(!r.corrupted);
+    // The same cut, classified as a whole log, misses its call trace.
+    assert!(classify(&upto(8)).unwrap().corrupted);
+    assert!(!classify_partial(&upto(8)).unwrap().corrupted);
+}
+
+#[test]
+fn kernel_bug_names_the_function_not_the_line() {
+    let log = SEED_BUG;
     let rep = classify(log).expect("crash");
     assert_eq!(rep.title, "kernel BUG in do_task_dead");
     assert_eq!(rep.crash_type, "BUG");

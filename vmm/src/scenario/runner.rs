@@ -276,6 +276,7 @@ pub fn prepare(
         guest_seed: 0,
         gdb: None,
         preempt: None,
+        end_when_settled: true,
     };
     let p = Prepared {
         scenario,
@@ -377,9 +378,17 @@ impl Prepared {
             ));
         }
         self.boot.gdb = Some(cfg);
+        // Whoever debugs a crash wants all of its report.
+        self.boot.end_when_settled = false;
         self.freeze = freeze;
         self.engine(0)?;
         Ok(self)
+    }
+
+    /// Wait for each kernel report's end instead of ending a run where its
+    /// title settles.
+    pub fn wait_for_full_reports(&mut self) {
+        self.boot.end_when_settled = false;
     }
 
     pub fn with_snapshot_file(mut self, path: PathBuf) -> Self {

@@ -39,6 +39,20 @@ pub enum End {
     HostError(String),
     /// The console showed the end of a kernel report (`ConsoleConfig::end_on`).
     ReportEnd(String),
+    /// A kernel report's title could no longer change at this line (the
+    /// rest of the report was not waited for).
+    ReportSettled(String),
+}
+
+/// How [`End::ReportSettled`] reads in a console log's end note; `report`
+/// recognises a log cut short on purpose by it.
+pub const SETTLED_END: &str = "kernel report's title settled at";
+
+impl End {
+    /// The guest printed a kernel report (whole, or up to a settled title).
+    pub fn is_report(&self) -> bool {
+        matches!(self, End::ReportEnd(_) | End::ReportSettled(_))
+    }
 }
 
 impl std::fmt::Display for End {
@@ -59,6 +73,9 @@ impl std::fmt::Display for End {
             End::Interrupted => write!(f, "interrupted"),
             End::HostError(e) => write!(f, "host error: {e}"),
             End::ReportEnd(line) => write!(f, "kernel report ended: {}", line.trim()),
+            End::ReportSettled(line) => {
+                write!(f, "{SETTLED_END}: {}", line.trim())
+            }
         }
     }
 }
@@ -629,7 +646,7 @@ impl VcpuRunner {
                 }
             }
         }
-        if matches!(self.shared.end(), Some(End::ReportEnd(_))) {
+        if self.shared.end().is_some_and(|e| e.is_report()) {
             let st = VcpuCtx {
                 index: self.index,
                 fd: &self.fd,
