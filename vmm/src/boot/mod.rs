@@ -461,7 +461,7 @@ fn execute(
     };
     let mut fds = stop_threads(threads);
     if let Some(r) = from {
-        r.recycle(&vm);
+        r.recycle(&vm, &shared.written_pages());
     }
     let snap = if end == End::SnapshotPoint {
         Some(Snapshot::capture(

@@ -518,16 +518,64 @@ fn scenario_runs(
 }
 
 fn exits(samples: usize) -> Result<i32, UsageError> {
-    let c = crate::vstate::exitbench::measure(samples).map_err(UsageError)?;
+    use crate::vstate::exitbench::{self, ResumeMethod};
+    let c = exitbench::measure(samples).map_err(UsageError)?;
+    let profile = HostProfile::probe();
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "bench exits ({} samples each, medians, host profile {}): port-I/O exit {:.1} us, \
-         breakpoint hit + resume {:.1} us, ratio {:.2}",
+        "bench exits ({} samples each, medians, host profile {}, which resumes by {:?}): \
+         port-I/O exit {:.1} us",
         c.samples,
-        HostProfile::probe().name(),
+        profile.name(),
+        profile.resume,
         us(c.io_exit),
-        us(c.breakpoint),
-        us(c.breakpoint) / us(c.io_exit)
+    );
+    for (how, d) in &c.breakpoint {
+        let what = match how {
+            ResumeMethod::Step => "breakpoints off, single-step, breakpoints on",
+            ResumeMethod::ResumeFlag => "RFLAGS.RF",
+            ResumeMethod::Emulate => "the VMM does the instruction (mov %eax,(%rsi))",
+        };
+        println!(
+            "  breakpoint hit + resume, {what}: {:.1} us = {:.2}x the port-I/O exit",
+            us(*d),
+            us(*d) / us(c.io_exit)
+        );
+    }
+    if !c.rf_works {
+        println!(
+            "  RFLAGS.RF is ignored on this host: a resume with it hits the same breakpoint again"
+        );
+    }
+    println!(
+        "  port-I/O exit with registers synced into the run structure: {:.1} us",
+        us(c.io_exit_synced)
+    );
+    println!(
+        "  breakpoint exit alone (hit again at once, no resume work): {:.1} us = {:.2}x",
+        us(c.bare_breakpoint),
+        us(c.bare_breakpoint) / us(c.io_exit)
+    );
+    let ioctls: Vec<String> = c
+        .ioctls
+        .iter()
+        .map(|(n, d)| format!("{n} {:.1} us", us(*d)))
+        .collect();
+    println!("  single ioctls: {}", ioctls.join(", "));
+    let checks = exitbench::check_emulation(20).map_err(UsageError)?;
+    let bad: Vec<String> = checks
+        .iter()
+        .filter_map(|c| c.result.as_ref().err().map(|e| format!("{}: {e}", c.name)))
+        .collect();
+    println!(
+        "  emulated forms equal to the CPU's step: {}/{} (20 register states each){}",
+        checks.len() - bad.len(),
+        checks.len(),
+        if bad.is_empty() {
+            String::new()
+        } else {
+            format!("; differ: {}", bad.join("; "))
+        }
     );
     Ok(0)
 }

@@ -1,6 +1,7 @@
 //! KVM state: the VM (memory, in-kernel irqchip and PIT) and the vCPU run
 //! loop. The loop knows nothing of scenarios: debug exits go to a
 //! [`vcpu::DebugHandler`] (the stall engine implements it).
+pub mod emulate;
 pub mod exitbench;
 pub mod gdb;
 pub mod preempt;

@@ -2,15 +2,16 @@
 //! run on reset / triple fault / host emulation failure, and hands
 //! breakpoint hits to a [`DebugHandler`]. A handler that does not return
 //! keeps its vCPU out of `KVM_RUN`: that is what a stall is, here.
+use super::emulate::{self, Outcome};
 use super::gdb::{Cmd, GdbCtl, StopKind};
 use crate::debug::stack::{self, RawStack};
 use crate::devices::{PioBus, PioEvent};
-use crate::host::{EmulationFixup, HostProfile};
+use crate::host::{EmulationFixup, HostProfile, ResumeMethod};
 use kvm_bindings::{
     kvm_guest_debug, kvm_regs, kvm_sregs, KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE,
     KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP,
 };
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -101,6 +102,11 @@ pub struct RunShared {
     pub gdb: Option<Arc<GdbCtl>>,
     /// Holds asked by random preemption: (vCPU, how long).
     preempt: Mutex<Vec<(usize, Duration)>>,
+    /// Guest-physical pages the VMM itself wrote (emulated instructions):
+    /// KVM's dirty log does not see them, a snapshot restore must.
+    written: Mutex<Vec<u64>>,
+    /// Breakpoint hits resumed by emulation, and by a single step.
+    pub resumes: [AtomicU64; 2],
 }
 
 thread_local! {
@@ -127,7 +133,27 @@ impl RunShared {
             final_stacks: Mutex::new(Vec::new()),
             gdb: None,
             preempt: Mutex::new(Vec::new()),
+            written: Mutex::new(Vec::new()),
+            resumes: [AtomicU64::new(0), AtomicU64::new(0)],
         }
+    }
+
+    fn note_written(&self, gpas: &[u64]) {
+        let mut g = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        for a in gpas {
+            let page = a >> 12;
+            if !g.contains(&page) {
+                g.push(page);
+            }
+        }
+    }
+
+    /// Page numbers the VMM wrote in guest memory during the run.
+    pub fn written_pages(&self) -> Vec<u64> {
+        self.written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Ask `vcpu` to hold for `d` at its next loop turn (random
@@ -484,6 +510,60 @@ pub struct VcpuRunner {
 }
 
 impl VcpuRunner {
+    /// Gets past the instruction a breakpoint stopped this vCPU on without
+    /// a step, if `how` can here; false: the caller steps.
+    fn resume_past(&mut self, how: ResumeMethod, pending: &mut bool) -> bool {
+        match how {
+            ResumeMethod::Step => false,
+            ResumeMethod::ResumeFlag => match self.fd.get_regs() {
+                Ok(mut r) => {
+                    r.rflags |= 1 << 16;
+                    self.fd.set_regs(&r).is_ok()
+                }
+                Err(_) => false,
+            },
+            ResumeMethod::Emulate => {
+                let Ok(sregs) = self.fd.get_sregs() else {
+                    return false;
+                };
+                let mut r = self.fd.sync_regs().regs;
+                let mut written = Vec::new();
+                let out = emulate::step_over(&mut r, &sregs, &self.mem, &mut written);
+                // A page walk may have set accessed bits either way.
+                self.shared.note_written(&written);
+                match out {
+                    Outcome::Done => {
+                        self.fd.sync_regs_mut().regs = r;
+                        self.fd.set_sync_dirty_reg(SyncReg::Register);
+                        *pending = true;
+                        self.shared.resumes[0].fetch_add(1, Ordering::Relaxed);
+                        true
+                    }
+                    Outcome::Unsupported(why) => {
+                        tracing::trace!(why, rip = r.rip, "breakpoint resumed by a step");
+                        self.shared.resumes[1].fetch_add(1, Ordering::Relaxed);
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands registers waiting in the run structure to KVM now, for code
+    /// that uses the register ioctls before the next KVM_RUN.
+    fn flush_sync(&mut self, pending: &mut bool) {
+        if std::mem::take(pending) {
+            let r = self.fd.sync_regs().regs;
+            self.fd.clear_sync_dirty_reg(SyncReg::Register);
+            if let Err(e) = self.fd.set_regs(&r) {
+                self.shared.finish(End::HostError(format!(
+                    "vCPU {}: set regs: {e}",
+                    self.index
+                )));
+            }
+        }
+    }
+
     /// Run until the VM stops. Never panics on guest behaviour: every exit
     /// either continues or ends the run with a reason.
     pub fn run(mut self) -> VcpuFd {
@@ -511,8 +591,28 @@ impl VcpuRunner {
         let mut stepping = false;
         let mut block_until: Option<Instant> = None;
         let gdb = self.shared.gdb.clone();
+        // How a hit gets past its instruction. With gdb, always a step: a
+        // stop must show the vCPU at the breakpoint, not one instruction on.
+        let resume = match self.profile.resume {
+            _ if gdb.is_some() => ResumeMethod::Step,
+            ResumeMethod::ResumeFlag if !super::exitbench::rf_honoured() => ResumeMethod::Step,
+            r => r,
+        };
+        if armed && resume == ResumeMethod::Emulate {
+            // Registers come with each exit and go back with the next
+            // KVM_RUN in the run structure: no ioctl for them. Not the
+            // system registers: synced at every exit, kvm_pvm loses guest
+            // wakeups (measured: the seed's fixed kernel went idle for good
+            // in most runs; 20 of 20 clean without), so they are read by
+            // ioctl at a hit.
+            self.fd.set_sync_valid_reg(SyncReg::Register);
+        }
+        // Registers handed back through the run structure, not yet taken
+        // by KVM: anything else that reads or writes them flushes first.
+        let mut sync_pending = false;
         while !self.shared.stopping() {
             if let Some(g) = gdb.as_ref().filter(|g| g.frozen()) {
+                self.flush_sync(&mut sync_pending);
                 let t0 = Instant::now();
                 serve_gdb(g, &self.ctx());
                 // An interrupt block in force keeps its remaining time: the
@@ -532,12 +632,14 @@ impl VcpuRunner {
                 continue;
             }
             if let Some(d) = self.shared.take_preempt(self.index) {
+                self.flush_sync(&mut sync_pending);
                 match self.handler.clone() {
                     Some(h) => h.on_preempt(&mut self.ctx(), d),
                     None => std::thread::sleep(d),
                 }
             }
             if self.shared.take_inspect(self.index) {
+                self.flush_sync(&mut sync_pending);
                 if let Some(h) = self.handler.clone() {
                     h.on_inspect(&mut VcpuCtx {
                         index: self.index,
@@ -558,6 +660,9 @@ impl VcpuRunner {
                     None => self.set_debug(guest_debug(&bps, false, false)),
                 }
             }
+            // KVM takes the registers at this entry, and clears the dirty
+            // flag itself (before it checks for an immediate exit).
+            sync_pending = false;
             let exit = match self.fd.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -622,11 +727,18 @@ impl VcpuRunner {
                         let r = h.on_hit(&mut ctx, slot);
                         block_until = r.block_irq.map(|d| Instant::now() + d);
                         self.shared.set_irq_block(self.index, block_until);
-                        // RFLAGS.RF is ignored on some hosts (kvm_pvm), so step
-                        // over the instruction with the breakpoints off, IRQs
-                        // blocked so the step lands on the next instruction.
-                        stepping = true;
-                        self.set_debug(guest_debug(&bps, true, true));
+                        if self.resume_past(resume, &mut sync_pending) {
+                            // One exit per hit: the breakpoints stay armed.
+                            if block_until.is_some() {
+                                self.set_debug(guest_debug(&bps, false, true));
+                            }
+                        } else {
+                            // Step over the instruction with the breakpoints
+                            // off, IRQs blocked so the step lands on the
+                            // next instruction.
+                            stepping = true;
+                            self.set_debug(guest_debug(&bps, true, true));
+                        }
                     }
                 }
                 VcpuExit::Shutdown => self.shared.finish(End::TripleFault { vcpu: self.index }),
@@ -646,6 +758,7 @@ impl VcpuRunner {
                 }
             }
         }
+        self.flush_sync(&mut sync_pending);
         if self.shared.end().is_some_and(|e| e.is_report()) {
             let st = VcpuCtx {
                 index: self.index,

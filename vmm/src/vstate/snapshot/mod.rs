@@ -324,11 +324,17 @@ impl Restorer {
     }
 
     /// After a run, every vCPU stopped: keep the memory and what the run
-    /// dirtied for the next restore. Without a dirty log (a host that does
-    /// not keep one), the next restore copies everything.
-    pub fn recycle(&self, vm: &Vm) {
+    /// dirtied for the next restore: KVM's dirty log plus `written`, the
+    /// page numbers the VMM wrote itself. Without a dirty log (a host that
+    /// does not keep one), the next restore copies everything.
+    pub fn recycle(&self, vm: &Vm, written: &[u64]) {
         match vm.dirty_log() {
-            Ok(d) => {
+            Ok(mut d) => {
+                for &page in written {
+                    if let Some(word) = d.get_mut((page / 64) as usize) {
+                        *word |= 1 << (page % 64);
+                    }
+                }
                 *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some((vm.mem.clone(), d))
             }
             Err(e) => tracing::debug!("no dirty log, next restore copies all memory: {e}"),
