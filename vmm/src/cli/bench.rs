@@ -35,6 +35,9 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 10_000)]
         samples: usize,
     },
+    /// Against QEMU + gdb on the same guest and site: cost per breakpoint
+    /// hit, workload slowdown, and crashes per hour on the scenario's race.
+    Peer(super::peer::PeerArgs),
     /// How much faster directed stalls find a race than random vCPU
     /// preemption (a busy host) and than no injection: crash rates and
     /// runs per crash of each, from the same snapshot.
@@ -169,6 +172,7 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
             timeout,
         } => boot(&kernel, runs, vcpus, memory, timeout),
         BenchWhat::Exits { samples } => exits(samples),
+        BenchWhat::Peer(a) => super::peer::run(a),
         BenchWhat::Soak {
             scenario,
             kernels,

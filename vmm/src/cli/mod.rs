@@ -6,6 +6,7 @@ pub mod demo;
 pub mod explore;
 pub mod install;
 pub mod kernel;
+pub mod peer;
 pub mod plot;
 pub mod report;
 pub mod run;

@@ -300,6 +300,12 @@ pub fn prepare(
 
 impl Prepared {
     /// The kernel's symbols (None without a vmlinux).
+    /// What each run boots (kernel, initramfs, command line, machine): for
+    /// benchmarks that boot the same guest elsewhere.
+    pub fn boot_config(&self) -> &BootConfig {
+        &self.boot
+    }
+
     pub fn symbols(&self) -> Option<&Symbols> {
         self.symbols.as_ref()
     }
