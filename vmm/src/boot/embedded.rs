@@ -53,12 +53,13 @@ fn hash() -> String {
 /// and two processes unpacking at once both end with it.
 pub fn unpack(cache: &Path) -> std::io::Result<PathBuf> {
     let share = cache.join("share");
-    let dir = share.join(hash());
+    let key = hash();
+    let dir = share.join(&key);
     if dir.is_dir() {
         return Ok(dir);
     }
     std::fs::create_dir_all(&share)?;
-    let tmp = share.join(format!(".tmp-{}-{}", std::process::id(), hash()));
+    let tmp = share.join(format!(".tmp-{}-{key}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     for (name, data) in FILES {
         let p = tmp.join(name);

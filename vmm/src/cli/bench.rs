@@ -106,43 +106,10 @@ fn ensure_qemu() -> Result<(), UsageError> {
 }
 
 /// Seconds from QEMU's start to the init's first marker on its serial.
-fn qemu_once(
-    cpu: &str,
-    vmlinux: &std::path::Path,
-    initrd: &std::path::Path,
-    cmdline: &str,
-    vcpus: usize,
-    mem: u64,
-    timeout: Duration,
-) -> Result<f64, UsageError> {
+fn qemu_once(g: &super::peer::Guest) -> Result<f64, UsageError> {
     let start = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "microvm,acpi=off",
-            "-enable-kvm",
-            "-cpu",
-            cpu,
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-        ])
-        .args([
-            "-smp",
-            &vcpus.to_string(),
-            "-m",
-            &format!("{mem}M"),
-            "-serial",
-            "stdio",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(vmlinux)
-        .arg("-initrd")
-        .arg(initrd)
-        .args(["-append", cmdline])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    let mut child = g
+        .qemu_command()
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| UsageError(format!("qemu-system-x86_64: {e}")))?;
@@ -156,10 +123,10 @@ fn qemu_once(
             }
         }
     });
-    let r = rx.recv_timeout(timeout);
+    let r = rx.recv_timeout(g.timeout);
     let _ = child.kill();
     let _ = child.wait();
-    r.map_err(|_| UsageError(format!("QEMU did not reach init within {timeout:?}")))
+    r.map_err(|_| UsageError(format!("QEMU did not reach init within {:?}", g.timeout)))
 }
 
 pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
@@ -620,6 +587,15 @@ fn boot(
         vcpus,
         profile.name()
     );
+    let guest = super::peer::Guest {
+        vmlinux: k.path.clone(),
+        initrd: initrd.clone(),
+        cmdline: cmdline.clone(),
+        vcpus,
+        mem_mib: memory,
+        cpu: profile.qemu_cpu,
+        timeout: Duration::from_secs(timeout),
+    };
     let (mut ours, mut qemu) = (Vec::new(), Vec::new());
     for i in 0..runs {
         let o = boot::run(&cfg, &profile, None)?;
@@ -630,15 +606,7 @@ fn boot(
         )))?;
         println!("  run {i}: preemptor {t:.2} s");
         ours.push(t);
-        let q = qemu_once(
-            profile.qemu_cpu,
-            &k.path,
-            &initrd,
-            &cmdline,
-            vcpus,
-            memory,
-            Duration::from_secs(timeout),
-        )?;
+        let q = qemu_once(&guest)?;
         println!("  run {i}: qemu      {q:.2} s");
         qemu.push(q);
     }

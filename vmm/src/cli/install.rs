@@ -82,13 +82,10 @@ fn installed(pkg: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("ok installed"))
 }
 
-fn script_text() -> Result<String, UsageError> {
-    let dir = artifacts::guest_dir()?;
-    Ok(std::fs::read_to_string(dir.join("kernel/build.sh"))?)
-}
-
 fn missing_packages(bases: &[String], bench: bool) -> Result<Vec<String>, UsageError> {
-    let script = script_text()?;
+    let script = embedded::file("kernel/build.sh")
+        .map(String::from_utf8_lossy)
+        .ok_or(UsageError("the kernel build script is not embedded".into()))?;
     let mut all: Vec<String> = Vec::new();
     for b in bases {
         all.extend(build_packages(&script, b));

@@ -48,14 +48,41 @@ struct QemuRun {
     failed: Option<String>,
 }
 
-struct Guest {
-    vmlinux: PathBuf,
-    initrd: PathBuf,
-    cmdline: String,
-    vcpus: usize,
-    mem_mib: u64,
-    cpu: &'static str,
-    timeout: Duration,
+/// A guest as QEMU boots it (`bench boot`'s baseline too).
+pub(super) struct Guest {
+    pub vmlinux: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub vcpus: usize,
+    pub mem_mib: u64,
+    /// `-cpu`: the host profile's.
+    pub cpu: &'static str,
+    pub timeout: Duration,
+}
+
+impl Guest {
+    /// QEMU's microvm booting this guest with its serial on stdout (piped)
+    /// and stderr piped; a reboot is QEMU's exit.
+    pub(super) fn qemu_command(&self) -> Command {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", self.cpu])
+            .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
+            .args([
+                "-smp",
+                &self.vcpus.to_string(),
+                "-m",
+                &format!("{}M", self.mem_mib),
+            ])
+            .args(["-serial", "stdio", "-kernel"])
+            .arg(&self.vmlinux)
+            .arg("-initrd")
+            .arg(&self.initrd)
+            .args(["-append", &self.cmdline])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
 }
 
 /// A gdb Python script: hardware breakpoints at `addrs` (each with a sleep
@@ -88,23 +115,7 @@ fn gdb_script(port: u16, bps: &[(u64, f64)]) -> String {
 
 fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, UsageError> {
     let start = Instant::now();
-    let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-M", "microvm,acpi=off", "-enable-kvm", "-cpu", g.cpu])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"])
-        .args([
-            "-smp",
-            &g.vcpus.to_string(),
-            "-m",
-            &format!("{}M", g.mem_mib),
-        ])
-        .args(["-serial", "stdio", "-kernel"])
-        .arg(&g.vmlinux)
-        .arg("-initrd")
-        .arg(&g.initrd)
-        .args(["-append", &g.cmdline])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = g.qemu_command();
     if gdb.is_some() {
         cmd.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
     }
@@ -164,12 +175,8 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
         if child.try_wait()?.is_some() {
             break;
         }
-        if failed.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
-            let _ = child.kill();
-            let _ = child.wait();
-            break;
-        }
-        if Instant::now() > deadline {
+        let stopped = failed.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        if stopped || Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             break;

@@ -105,8 +105,6 @@ pub struct RunShared {
     /// Guest-physical pages the VMM itself wrote (emulated instructions):
     /// KVM's dirty log does not see them, a snapshot restore must.
     written: Mutex<Vec<u64>>,
-    /// Breakpoint hits resumed by emulation, and by a single step.
-    pub resumes: [AtomicU64; 2],
 }
 
 thread_local! {
@@ -134,7 +132,6 @@ impl RunShared {
             gdb: None,
             preempt: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
-            resumes: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -536,12 +533,10 @@ impl VcpuRunner {
                         self.fd.sync_regs_mut().regs = r;
                         self.fd.set_sync_dirty_reg(SyncReg::Register);
                         *pending = true;
-                        self.shared.resumes[0].fetch_add(1, Ordering::Relaxed);
                         true
                     }
                     Outcome::Unsupported(why) => {
                         tracing::trace!(why, rip = r.rip, "breakpoint resumed by a step");
-                        self.shared.resumes[1].fetch_add(1, Ordering::Relaxed);
                         false
                     }
                 }
