@@ -24,7 +24,7 @@ if ! command -v gdb >/dev/null; then
 fi
 # Every scenario's kernels, built (or found in the cache) before the tests
 # that use them; a broken patch or fragment fails here, by name.
-for s in scenarios/*/scenario.toml; do
+for s in scenarios/*/scenario.toml tests/fixtures/chaos/scenario.toml; do
     ./target/release/preemptor kernel build "$(dirname "$s")"
 done
 cargo test --release --workspace -- --test-threads=1

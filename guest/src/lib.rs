@@ -6,6 +6,7 @@
 
 pub mod init;
 pub mod workloads {
+    pub mod chaos;
     pub mod exit_race;
     pub mod hello;
 }
@@ -14,6 +15,7 @@ pub mod workloads {
 pub const WORKLOADS: &[(&str, fn())] = &[
     ("hello", workloads::hello::main),
     ("exit-race", workloads::exit_race::main),
+    ("chaos", workloads::chaos::main),
 ];
 
 use std::io::Write;

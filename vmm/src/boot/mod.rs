@@ -123,6 +123,26 @@ pub fn interrupted() -> bool {
     INTERRUPTS.load(Ordering::SeqCst) > 0
 }
 
+static STOPPED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// A host fault (e.g. `--out` could not be written) means no further run
+/// should start: the runs so far are reported, with `reason`. The first
+/// reason is kept.
+pub fn stop_runs(reason: String) {
+    let mut g = STOPPED.lock().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert(reason);
+}
+
+/// Why runs were stopped by a host fault, if they were.
+pub fn stop_reason() -> Option<String> {
+    STOPPED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Start no further runs: interrupted, or stopped by a host fault.
+pub fn stopped() -> bool {
+    interrupted() || stop_reason().is_some()
+}
+
 /// Install the interrupt handlers now (before any boot), so that an
 /// interrupt during set-up is seen too.
 pub fn catch_interrupts() -> Result<(), Error> {

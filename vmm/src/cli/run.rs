@@ -6,7 +6,7 @@ use crate::scenario::runner::{self, Prepared, RunResult, Summary};
 use crate::scenario::{Expect, Scenario, SnapshotAt};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -82,12 +82,25 @@ pub fn run_many(
     );
     bar.set_prefix(label.to_string());
     let mut rs = Vec::new();
+    if let Some(o) = out {
+        remove_partial_runs(o);
+    }
     for i in 0..runs {
         let dir = out.map(|o| o.join(format!("run{i:03}")));
-        if crate::boot::interrupted() {
+        if crate::boot::stopped() {
             break;
         }
-        let r = p.run_once(i, seed + i as u64, dir.as_deref())?;
+        // A failure after some runs keeps them: it stops the runs instead.
+        let r = match p.run_once(i, seed + i as u64, dir.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                crate::boot::stop_runs(format!("run {i}: {e}"));
+                break;
+            }
+        };
+        if let Some(e) = &r.out_error {
+            crate::boot::stop_runs(format!("run {i}: --out {e}"));
+        }
         bar.set_message(format!(
             "last: {} goal={}",
             r.verdict.name(),
@@ -98,6 +111,40 @@ pub fn run_many(
     }
     bar.finish_and_clear();
     Ok(rs)
+}
+
+/// Folders of runs a killed invocation left unfinished (`runNNN.partial`).
+pub fn remove_partial_runs(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().ends_with(".partial") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Fail before the first boot if `--out` cannot take files.
+pub fn check_out_dir(dir: &Path) -> Result<(), UsageError> {
+    let probe = dir.join(format!(".preemptor-probe-{}", std::process::id()));
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(&probe, b"probe"))
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| UsageError(format!("--out {}: {e}", dir.display())))
+}
+
+/// After the runs: a host fault that stopped them before any finished is
+/// an error (exit 2); after some, they are reported and this says why the
+/// rest are missing (exit status 3).
+pub fn stopped_status(finished: usize) -> Result<Option<i32>, UsageError> {
+    match crate::boot::stop_reason() {
+        Some(r) if finished == 0 => Err(UsageError(r)),
+        Some(r) => {
+            eprintln!(
+                "preemptor: stopped: {r}; the results have the {finished} finished run(s); exit status 3"
+            );
+            Ok(Some(3))
+        }
+        None => Ok(None),
+    }
 }
 
 pub fn print_summary(label: &str, s: &Summary) {
@@ -158,12 +205,20 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
     let mut first: Vec<Prepared> = Vec::new();
     for &inject in &plan.modes {
         for kernel in &plan.kernels {
-            let mut p = runner::prepare(
+            let p = runner::prepare(
                 plan.scenario.clone(),
                 kernel,
                 inject,
                 plan.snapshot && plan.runs > 1,
-            )?;
+            );
+            let mut p = match p {
+                Ok(p) => p,
+                Err(e) if !results.is_empty() => {
+                    crate::boot::stop_runs(format!("kernel {kernel}: {e}"));
+                    return Ok(results);
+                }
+                Err(e) => return Err(e.into()),
+            };
             if let Some(f) = &plan.snapshot_file {
                 p = p.with_snapshot_file(f.clone());
             }
@@ -225,7 +280,7 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
             if !first.iter().any(|q| q.kernel_name == *kernel) {
                 first.push(p);
             }
-            if crate::boot::interrupted() {
+            if crate::boot::stopped() {
                 return Ok(results);
             }
         }
@@ -323,13 +378,22 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         gdb: a.gdb.clone(),
         preempt: a.preempt.clone(),
     };
+    if let Some(o) = &plan.out {
+        check_out_dir(o)?;
+    }
     crate::boot::catch_interrupts()?;
     let results = execute(&plan)?;
+    let finished: usize = results.iter().map(|r| r.runs.len()).sum();
+    if finished == 0 {
+        stopped_status(0)?;
+    }
     let interrupted = crate::boot::interrupted();
-    let ok = results.iter().all(|r| r.ok) && !interrupted;
+    let stopped = crate::boot::stop_reason();
+    let ok = results.iter().all(|r| r.ok) && !interrupted && stopped.is_none();
     if a.json {
         let j = serde_json::json!({
-            "scenario": plan.scenario.name, "ok": ok, "interrupted": interrupted, "results": results,
+            "scenario": plan.scenario.name, "ok": ok, "interrupted": interrupted,
+            "stopped": stopped, "results": results,
         });
         println!("{j}");
     } else {
@@ -360,10 +424,12 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     }
     if interrupted {
         eprintln!(
-            "preemptor: interrupted: the table has the {} finished run(s); exit status 130",
-            results.iter().map(|r| r.runs.len()).sum::<usize>()
+            "preemptor: interrupted: the table has the {finished} finished run(s); exit status 130"
         );
         return Ok(130);
+    }
+    if let Some(status) = stopped_status(finished)? {
+        return Ok(status);
     }
     Ok(if ok { 0 } else { 1 })
 }

@@ -165,6 +165,9 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         &options,
     );
     let mine = job.share(shard);
+    if let Some(o) = &a.out {
+        super::run::check_out_dir(o)?;
+    }
     crate::boot::catch_interrupts()?;
     let mut writer = match &a.json {
         Some(f) => {
@@ -200,7 +203,7 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
     // share its snapshot.
     let mut first: Vec<Prepared> = Vec::new();
     for (c, cell) in job.cells.iter().enumerate() {
-        if crate::boot::interrupted() {
+        if crate::boot::stopped() {
             break;
         }
         let idx: Vec<usize> = mine.iter().filter(|(k, _)| *k == c).map(|x| x.1).collect();
@@ -215,34 +218,54 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         let shared = first
             .iter()
             .position(|q| q.scenario.name == cell.scenario && q.kernel_name == cell.kernel);
-        let mut p = runner::prepare(
+        let p = runner::prepare(
             scn,
             &cell.kernel,
             cell.inject,
             idx.len() > 1 || shared.is_some(),
-        )?;
+        );
+        let mut p = match p {
+            Ok(p) => p,
+            Err(e) if results.iter().any(|r| !r.is_empty()) => {
+                crate::boot::stop_runs(format!("{} on {}: {e}", cell.scenario, cell.kernel));
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if let Some(q) = shared {
             p.share_snapshot(&first[q]);
         }
         p.preempt = a.preempt.clone();
         let build = build_id(&p);
         bar.set_prefix(format!("{} {} {}", cell.scenario, cell.kernel, cell.mode()));
+        if let Some(o) = &a.out {
+            super::run::remove_partial_runs(&o.join(&cell.scenario).join(cell_dir(cell)));
+        }
         for i in idx {
-            if crate::boot::interrupted() {
+            if crate::boot::stopped() {
                 break;
             }
             let out = a.out.as_ref().map(|o| {
                 o.join(&cell.scenario)
-                    .join(format!(
-                        "{}-{}",
-                        cell.kernel.replace('/', "_"),
-                        if cell.inject { "inject" } else { "baseline" }
-                    ))
+                    .join(cell_dir(cell))
                     .join(format!("run{i:03}"))
             });
-            let r = p.run_once(i, job.seed + i as u64, out.as_deref())?;
+            // A failure after some runs keeps them: it stops the suite.
+            let r = match p.run_once(i, job.seed + i as u64, out.as_deref()) {
+                Ok(r) => r,
+                Err(e) => {
+                    crate::boot::stop_runs(format!(
+                        "{} on {} run {i}: {e}",
+                        cell.scenario, cell.kernel
+                    ));
+                    break;
+                }
+            };
+            if let Some(e) = &r.out_error {
+                crate::boot::stop_runs(format!("--out {e}"));
+            }
             if let Some(w) = writer.as_mut() {
-                w.write(&Record::Run {
+                let written = w.write(&Record::Run {
                     job: job.id.clone(),
                     cell: c,
                     scenario: cell.scenario.clone(),
@@ -251,8 +274,10 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
                     inject: cell.inject,
                     number: cell.first + i,
                     run: Box::new(r.clone()),
-                })
-                .map_err(|e| UsageError(format!("results file: {e}")))?;
+                });
+                if let Err(e) = written {
+                    crate::boot::stop_runs(format!("results file: {e}"));
+                }
             }
             bar.set_message(format!("last: {}", r.verdict.name()));
             bar.inc(1);
@@ -268,15 +293,30 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         }
     }
     bar.finish_and_clear();
+    let finished = results.iter().map(Vec::len).sum::<usize>();
+    if finished == 0 {
+        super::run::stopped_status(0)?;
+    }
     let ok = report(&job, &results, a.junit.as_deref())?;
     if crate::boot::interrupted() {
         eprintln!(
-            "preemptor: interrupted: the table, JUnit and JSON lines have the {} finished run(s); exit status 130",
-            results.iter().map(Vec::len).sum::<usize>()
+            "preemptor: interrupted: the table, JUnit and JSON lines have the {finished} finished run(s); exit status 130"
         );
         return Ok(130);
     }
+    if let Some(status) = super::run::stopped_status(finished)? {
+        return Ok(status);
+    }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// A cell's folder under the scenario's in `--out`.
+fn cell_dir(cell: &suite::Cell) -> String {
+    format!(
+        "{}-{}",
+        cell.kernel.replace('/', "_"),
+        if cell.inject { "inject" } else { "baseline" }
+    )
 }
 
 pub fn merge(a: MergeArgs) -> Result<i32, UsageError> {

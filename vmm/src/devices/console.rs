@@ -96,7 +96,14 @@ struct Inner {
     on_line: Vec<LineHook>,
     /// Notes held back until the guest's current line ends.
     pending_notes: Vec<String>,
+    /// The first error writing the log file (a full disk): the log is
+    /// not whole, and whoever keeps it must say so.
+    log_error: Option<std::io::Error>,
 }
+
+/// Marker lines kept: init prints a handful; a guest printing the prefix
+/// in a loop must not grow the list without bound.
+const MAX_MARKERS: usize = 4096;
 
 /// Cheap to clone: all clones write to the same console.
 #[derive(Clone)]
@@ -126,6 +133,7 @@ impl Console {
             on_end_line: None,
             on_line: Vec::new(),
             pending_notes: Vec::new(),
+            log_error: None,
         }))))
     }
 
@@ -140,6 +148,13 @@ impl Console {
 
     pub fn dropped(&self) -> u64 {
         self.inner().dropped
+    }
+
+    /// Why the log file is not whole, if writing it failed.
+    pub fn log_error(&self) -> Option<std::io::Error> {
+        let g = self.inner();
+        let e = g.log_error.as_ref()?;
+        Some(std::io::Error::new(e.kind(), e.to_string()))
     }
 
     /// Marker lines (without the prefix) with the host time they ended.
@@ -185,8 +200,8 @@ impl Console {
                 g.write_log(n.as_bytes());
             }
         }
-        if let Some(l) = g.log.as_mut() {
-            let _ = l.flush();
+        if let Some(Err(e)) = g.log.as_mut().map(|l| l.flush()) {
+            g.log_error.get_or_insert(e);
         }
     }
 }
@@ -198,11 +213,15 @@ impl Inner {
         }
         if let Some(l) = self.log.as_mut() {
             let n = bytes.len().min((self.cfg.max_log - self.logged) as usize);
-            let _ = l.write_all(&bytes[..n]);
+            let mut r = l.write_all(&bytes[..n]);
             self.logged += n as u64;
-            if self.logged >= self.cfg.max_log {
-                let _ =
-                    l.write_all(b"\n[preemptor] log limit reached, rest of the console dropped\n");
+            if self.logged >= self.cfg.max_log && r.is_ok() {
+                r = l.write_all(b"\n[preemptor] log limit reached, rest of the console dropped\n");
+            }
+            if let Err(e) = r {
+                // Stop writing: the rest would fail the same way.
+                self.logged = self.cfg.max_log;
+                self.log_error.get_or_insert(e);
             }
         }
     }
@@ -228,7 +247,10 @@ impl Inner {
                 self.write_log(n.as_bytes());
             }
             let line = String::from_utf8_lossy(&self.line).trim_end().to_string();
-            if let Some(rest) = line.strip_prefix(MARK) {
+            if let Some(rest) = line
+                .strip_prefix(MARK)
+                .filter(|_| self.markers.len() < MAX_MARKERS)
+            {
                 self.markers
                     .push((self.start.elapsed(), rest.trim().to_string()));
             }
@@ -282,6 +304,45 @@ mod tests {
         c.write_all(&[b'x'; 100]).unwrap();
         assert_eq!(c.text().len(), 64);
         assert!(c.dropped() > 0);
+        // A guest forging marker lines for ever keeps a bounded list.
+        for i in 0..2 * MAX_MARKERS {
+            c.write_all(format!("@@preemptor flood {i}\n").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(c.markers().len(), MAX_MARKERS);
+    }
+
+    #[test]
+    fn log_file_is_bounded_and_its_errors_kept() {
+        let dir = std::env::temp_dir().join(format!("preemptor-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("console.log");
+        let cfg = ConsoleConfig {
+            log: Some(log.clone()),
+            max_log: 4096,
+            ..Default::default()
+        };
+        let mut c = Console::new(cfg, Instant::now()).unwrap();
+        for _ in 0..1000 {
+            c.write_all(b"flood flood flood\n").unwrap();
+        }
+        c.flush();
+        assert!(c.log_error().is_none());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.len() < 4096 + 200, "{}", text.len());
+        assert!(text.ends_with("log limit reached, rest of the console dropped\n"));
+        // A full disk: the first error is kept for whoever keeps the log.
+        let cfg = ConsoleConfig {
+            log: Some("/dev/full".into()),
+            ..Default::default()
+        };
+        if let Ok(mut c) = Console::new(cfg, Instant::now()) {
+            c.write_all(&[b'y'; 1 << 16]).unwrap();
+            c.flush();
+            let e = c.log_error().expect("ENOSPC kept");
+            assert!(e.to_string().contains("No space left"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -26,8 +26,41 @@ pub enum Error {
     Boot(#[from] boot::Error),
     #[error(transparent)]
     Program(#[from] program::Error),
+    #[error("--out {0}: {1}")]
+    Out(PathBuf, std::io::Error),
     #[error("{0}")]
     Other(String),
+}
+
+/// Where a run's files are written before they are whole: `DIR.partial`.
+pub fn partial_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    dir.with_file_name(name)
+}
+
+/// Write a run's files into `tmp` beside its console log, check that the
+/// log was written whole, and rename `tmp` to `dir` (replacing an older
+/// run's folder of that name).
+fn keep_run_files(
+    console: &crate::devices::console::Console,
+    tmp: &Path,
+    dir: &Path,
+    files: &[(&str, Option<String>)],
+) -> std::io::Result<()> {
+    if let Some(e) = console.log_error() {
+        return Err(std::io::Error::new(e.kind(), format!("console.log: {e}")));
+    }
+    for (name, data) in files {
+        if let Some(d) = data {
+            let mut f = std::fs::File::create(tmp.join(name))?;
+            std::io::Write::write_all(&mut f, d.as_bytes())?;
+        }
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::rename(tmp, dir)
 }
 
 /// Everything fixed across the runs of one (scenario, kernel, mode).
@@ -87,6 +120,10 @@ pub struct RunResult {
     /// For a crash: the kernel report (first lines), for CI logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,
+    /// The run's `--out` folder could not be written (the run itself is
+    /// whole; its files are not there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_error: Option<String>,
     #[serde(skip)]
     pub events: Vec<Event>,
     #[serde(skip)]
@@ -557,10 +594,13 @@ impl Prepared {
             p.seed = seed;
             p
         });
-        if let Some(dir) = out {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Other(format!("{}: {e}", dir.display())))?;
-            cfg.console.log = Some(dir.join("console.log"));
+        // The run's files go to DIR.partial, renamed to DIR once whole: a
+        // folder without the suffix is always a finished run's.
+        let partial = out.map(partial_dir);
+        if let Some(tmp) = &partial {
+            let _ = std::fs::remove_dir_all(tmp);
+            std::fs::create_dir_all(tmp).map_err(|e| Error::Out(tmp.clone(), e))?;
+            cfg.console.log = Some(tmp.join("console.log"));
         }
         let handler = engine.clone().map(|e| e as Arc<dyn DebugHandler>);
         let o = if self.use_snapshot {
@@ -620,7 +660,7 @@ impl Prepared {
             }
             _ => None,
         };
-        let r = RunResult {
+        let mut r = RunResult {
             index,
             seed,
             verdict: v,
@@ -634,24 +674,30 @@ impl Prepared {
             restore,
             inspected: o.inspected.clone(),
             report,
+            out_error: None,
             events,
             diagram,
         };
-        if let Some(dir) = out {
-            let w = |name: &str, data: String| {
-                std::fs::write(dir.join(name), data)
-                    .map_err(|e| Error::Other(format!("{}: {e}", dir.display())))
-            };
-            if let Some(e) = &engine {
-                w("trace.jsonl", e.trace.to_json_lines())?;
-            }
-            w(
-                "verdict.json",
-                serde_json::to_string_pretty(&r).unwrap_or_default(),
-            )?;
-            w("diagram.txt", r.diagram.clone())?;
-            if !stacks.is_empty() {
-                w("stacks.txt", stacks.iter().map(|s| s.to_string()).collect())?;
+        if let (Some(dir), Some(tmp)) = (out, &partial) {
+            let files = [
+                (
+                    "trace.jsonl",
+                    engine.as_ref().map(|e| e.trace.to_json_lines()),
+                ),
+                (
+                    "verdict.json",
+                    Some(serde_json::to_string_pretty(&r).unwrap_or_default()),
+                ),
+                ("diagram.txt", Some(r.diagram.clone())),
+                (
+                    "stacks.txt",
+                    (!stacks.is_empty()).then(|| stacks.iter().map(|s| s.to_string()).collect()),
+                ),
+            ];
+            if let Err(e) = keep_run_files(&o.console, tmp, dir, &files) {
+                // Nothing half-written stays behind; the run's result does.
+                let _ = std::fs::remove_dir_all(tmp);
+                r.out_error = Some(format!("{}: {e}", dir.display()));
             }
         }
         Ok(r)
@@ -854,6 +900,7 @@ mod tests {
             restore: None,
             inspected: None,
             report: None,
+            out_error: None,
             events: vec![],
             diagram: String::new(),
         }
