@@ -141,11 +141,23 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
             }
         }
     });
+    // The run's end is its verdict's, as preemptor's: init's end marker,
+    // or a kernel report whose title has settled. QEMU is killed there:
+    // what follows is the guest's restart, and restarting by triple fault
+    // (microvm has no i8042) is an `int3` kvm_pvm cannot run.
+    let ended = std::sync::Arc::new(std::sync::Mutex::new(None::<f64>));
+    let e = ended.clone();
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             text.push_str(&line);
             text.push('\n');
+            let mut end = e.lock().unwrap_or_else(|e| e.into_inner());
+            if end.is_none()
+                && (line.contains("@@preemptor end") || crate::report::settled(&text).is_some())
+            {
+                *end = Some(start.elapsed().as_secs_f64());
+            }
         }
         text
     });
@@ -175,7 +187,8 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
         if child.try_wait()?.is_some() {
             break;
         }
-        let stopped = failed.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let stopped = failed.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+            || ended.lock().unwrap_or_else(|e| e.into_inner()).is_some();
         if stopped || Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
@@ -183,8 +196,9 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let seconds = start.elapsed().as_secs_f64();
     let console = reader.join().unwrap_or_default();
+    let ended = *ended.lock().unwrap_or_else(|e| e.into_inner());
+    let seconds = ended.unwrap_or_else(|| start.elapsed().as_secs_f64());
     // gdb ends when its connection closes with QEMU.
     let gdb_out = gdb_child.and_then(|c| c.wait_with_output().ok());
     let _ = std::fs::remove_file(&script);
@@ -193,7 +207,12 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
         o.lines()
             .find_map(|l| l.strip_prefix("PEER-HITS ")?.trim().parse().ok())
     });
-    let failed = failed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // A failure after the end is the restart's, not the run's.
+    let failed = failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .filter(|_| ended.is_none());
     Ok(QemuRun {
         seconds,
         console,
