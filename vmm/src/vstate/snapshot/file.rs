@@ -345,4 +345,94 @@ mod tests {
         assert!(matches!(load(&path, &k1), Err(Error::Format(..))));
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Fuzz (with `vmm/tests/fuzz.rs`'s case count): a snapshot file cut
+    /// short, with bits flipped, or of another version never panics or
+    /// allocates past its key's machine; it loads or is refused.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn file() -> &'static (Vec<u8>, SnapshotKey) {
+            static F: std::sync::OnceLock<(Vec<u8>, SnapshotKey)> = std::sync::OnceLock::new();
+            F.get_or_init(|| {
+                let mut k = key();
+                k.vcpus = 0;
+                k.mem_mib = 1;
+                let mut memory = vec![0u8; 1 << 20];
+                for (i, b) in memory.iter_mut().enumerate().step_by(4099) {
+                    *b = i as u8 | 1;
+                }
+                let snap = Snapshot::of_memory(memory);
+                let dir = std::env::temp_dir().join(format!("preemptor-fz-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("s.snap");
+                save(&path, &snap, &k).unwrap();
+                let bytes = std::fs::read(&path).unwrap();
+                let _ = std::fs::remove_dir_all(&dir);
+                (bytes, k)
+            })
+        }
+
+        fn load_bytes(bytes: &[u8], k: &SnapshotKey) -> Result<Snapshot, Error> {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "preemptor-fz-{}-{}.snap",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::write(&path, bytes).unwrap();
+            let r = load(&path, k);
+            let _ = std::fs::remove_file(&path);
+            r
+        }
+
+        fn cases() -> u32 {
+            std::env::var("PREEMPTOR_FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(256)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+            #[test]
+            fn truncated(at in any::<prop::sample::Index>()) {
+                let (bytes, k) = file();
+                let cut = at.index(bytes.len());
+                prop_assert!(load_bytes(&bytes[..cut], k).is_err());
+            }
+
+            #[test]
+            fn bit_flipped(flips in prop::collection::vec((any::<prop::sample::Index>(), 0u8..8), 1..8)) {
+                let (bytes, k) = file();
+                let mut b = bytes.clone();
+                for (at, bit) in flips {
+                    let i = at.index(b.len());
+                    b[i] ^= 1 << bit;
+                }
+                // Loads (a flip in page data) or is refused; never more
+                // memory than the key's machine.
+                if let Ok(s) = load_bytes(&b, k) {
+                    prop_assert_eq!(s.memory.len(), 1 << 20);
+                }
+            }
+
+            #[test]
+            fn other_version(v in 0u32..1000) {
+                let (bytes, k) = file();
+                let mut b = bytes.clone();
+                let magic = format!("preemptor-snapshot v{v}\n");
+                b.splice(..MAGIC.len(), magic.bytes());
+                let r = load_bytes(&b, k);
+                if magic.as_bytes() == MAGIC {
+                    prop_assert!(r.is_ok());
+                } else {
+                    prop_assert!(matches!(r, Err(Error::Format(..))));
+                }
+            }
+        }
+    }
 }
