@@ -153,6 +153,9 @@ tree=$cache/trees/$tree_name
 src=$tree/src
 state=$tree/.preemptor        # applied/ (patches now in the tree), base.config
 mk() { make -s ARCH=x86_64 -j"$(nproc)" "$@"; }
+# Kconfig's chatter (e.g. "override: X changes choice state" where a
+# fragment picks another choice) is not progress: shown only on failure.
+quiet() { local o; o=$("$@" 2>&1) || { echo "$o" >&2; return 1; }; }
 
 # Every CONFIG_ line of fragment $1 must have survived olddefconfig.
 check_fragment() {
@@ -197,9 +200,9 @@ fresh_tree() {
     unpack
     cd "$src"
     patch -p1 -s < "$compat"
-    mk tinyconfig >/dev/null
-    scripts/kconfig/merge_config.sh -m -O . .config "${fragments[@]}" >/dev/null 2>&1
-    mk olddefconfig >/dev/null
+    quiet mk tinyconfig
+    quiet scripts/kconfig/merge_config.sh -m -O . .config "${fragments[@]}"
+    quiet mk olddefconfig
     for f in "${fragments[@]}"; do check_fragment "$f"; done
     mkdir -p "$state/applied"
     cp .config "$state/base.config"
@@ -238,8 +241,8 @@ for p in "${patches[@]}"; do
     patch -p1 -s -f -N --no-backup-if-mismatch -r - < "$p" >&2
 done
 if ((${#configs[@]})); then
-    scripts/kconfig/merge_config.sh -m -O . .config "${configs[@]}" >/dev/null 2>&1
-    mk olddefconfig >/dev/null
+    quiet scripts/kconfig/merge_config.sh -m -O . .config "${configs[@]}"
+    quiet mk olddefconfig
     # A failure leaves the tree as it is: the next build puts it back first.
     for c in "${configs[@]}"; do check_fragment "$c"; done
 fi
