@@ -12,31 +12,23 @@ use std::time::{Duration, Instant};
 
 const SCN: &str = "scenarios/do-exit-race";
 
-/// `script` under `sh` in a private mount namespace (for tmpfs mounts
-/// that vanish with it), with `$P` the binary under test.
-fn in_mount_ns(script: &str) -> std::process::Output {
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", script])
-        .env("P", bin())
-        .current_dir(root())
-        .output()
-        .expect("run unshare (util-linux)");
-    eprintln!(
-        "$ {script}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
-        stdout(&out),
-        stderr(&out),
-        out.status.code()
-    );
-    out
-}
-
-fn wait_for(p: &Path, what: &str, child: &mut std::process::Child) {
+/// Polls until `found` gives a value (at most 5 minutes; the child must
+/// still be running).
+fn wait_for<T>(what: &str, child: &mut std::process::Child, found: impl Fn() -> Option<T>) -> T {
     let t0 = Instant::now();
-    while !p.exists() {
+    loop {
+        if let Some(v) = found() {
+            return v;
+        }
         assert!(t0.elapsed().as_secs() < 300, "{what} in 5 minutes");
         assert!(child.try_wait().unwrap().is_none(), "ended before {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Until path `p` exists.
+fn wait_for_path(p: &Path, what: &str, child: &mut std::process::Child) {
+    wait_for(what, child, || p.exists().then_some(()))
 }
 
 /// The run folders under `dir`: (finished, unfinished `.partial`).
@@ -71,10 +63,13 @@ fn read_only_out_is_refused_before_any_boot() {
     require_kvm();
     let d = tmp("ro-out");
     let t0 = Instant::now();
-    let o = in_mount_ns(&format!(
+    let o = in_mount_ns(
+        &format!(
         "mount -t tmpfs -o ro none '{d}' && exec \"$P\" run {SCN} --kernel reverted --runs 2 --out '{d}/out'",
         d = d.display()
-    ));
+        ),
+        &root(),
+    );
     let e = usage_error(&o);
     assert!(
         e.contains("--out") && e.contains("Read-only file system"),
@@ -92,17 +87,20 @@ fn full_out_stops_the_runs_and_keeps_the_finished_ones() {
     let d = tmp("full-out");
     let keep = d.join("keep");
     // A 4 MiB tmpfs for --out; once run001 is there, fill it up.
-    let o = in_mount_ns(&format!(
-        r#"set -u; m='{d}/mnt'; mkdir -p "$m" '{k}' && mount -t tmpfs -o size=4m none "$m" || exit 99
+    let o = in_mount_ns(
+        &format!(
+            r#"set -u; m='{d}/mnt'; mkdir -p "$m" '{k}' && mount -t tmpfs -o size=4m none "$m" || exit 99
 "$P" run {SCN} --kernel reverted --runs 30 --json --out "$m/out" > '{k}/stdout' 2> '{k}/stderr' &
 pid=$!
 while [ ! -d "$m/out/reverted-inject/run001" ]; do kill -0 $pid || exit 98; sleep 0.05; done
 dd if=/dev/zero of="$m/fill" bs=64k 2>/dev/null
 wait $pid; echo $? > '{k}/status'
 cp -r "$m/out" '{k}/out'"#,
-        d = d.display(),
-        k = keep.display()
-    ));
+            d = d.display(),
+            k = keep.display()
+        ),
+        &root(),
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let status = std::fs::read_to_string(keep.join("status")).unwrap();
     let err = std::fs::read_to_string(keep.join("stderr")).unwrap();
@@ -151,7 +149,7 @@ fn killed_run_keeps_finished_runs_and_the_next_run_works() {
         .spawn()
         .unwrap();
     let runs = out.join("reverted-inject");
-    wait_for(&runs.join("run002"), "three runs", &mut child);
+    wait_for_path(&runs.join("run002"), "three runs", &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     let (done, partial) = run_dirs(&runs);
@@ -202,9 +200,9 @@ fn snapshot_file_rewritten_then_deleted_under_a_run() {
         .spawn()
         .unwrap();
     let runs_dir = out.join("reverted-inject");
-    wait_for(&runs_dir.join("run001"), "two runs", &mut child);
+    wait_for_path(&runs_dir.join("run001"), "two runs", &mut child);
     std::fs::write(&snap, b"not a snapshot any more").unwrap();
-    wait_for(&runs_dir.join("run003"), "four runs", &mut child);
+    wait_for_path(&runs_dir.join("run003"), "four runs", &mut child);
     std::fs::remove_file(&snap).unwrap();
     let o = child.wait_with_output().unwrap();
     // The snapshot was read whole at the start: the runs never notice.
@@ -264,21 +262,14 @@ fn kernel_deleted_under_cold_boots_stops_with_the_finished_runs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    let first = loop {
-        let found = std::fs::read_dir(&out)
+    let first = wait_for("a first run", &mut child, || {
+        std::fs::read_dir(&out)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path().join("run000"))
-            .find(|p| p.exists());
-        if let Some(p) = found {
-            break p;
-        }
-        assert!(t0.elapsed().as_secs() < 300, "a first run in 5 minutes");
-        assert!(child.try_wait().unwrap().is_none(), "ended before run 0");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+            .find(|p| p.exists())
+    });
     std::fs::remove_file(&vmlinux).unwrap();
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);

@@ -8,22 +8,13 @@ use preemptor_e2e::*;
 use std::path::Path;
 use std::process::Command;
 
-/// Runs `script` under `sh` with the checkout hidden behind an empty tmpfs.
+/// Runs `script` with the checkout hidden behind an empty tmpfs.
 fn without_checkout(script: &str, cwd: &Path) -> std::process::Output {
     let root = root().canonicalize().unwrap();
-    let hide = format!("mount -t tmpfs none '{}' && {script}", root.display());
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &hide])
-        .current_dir(cwd)
-        .output()
-        .expect("run unshare (util-linux)");
-    eprintln!(
-        "$ {script}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
-        stdout(&out),
-        stderr(&out),
-        out.status.code()
-    );
-    out
+    in_mount_ns(
+        &format!("mount -t tmpfs none '{}' && {script}", root.display()),
+        cwd,
+    )
 }
 
 #[test]

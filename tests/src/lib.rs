@@ -153,3 +153,22 @@ pub fn reports_match_runs(out: &std::path::Path) -> usize {
     }
     checked
 }
+
+/// `script` under `sh` in a private mount namespace (`unshare -m`: tmpfs
+/// mounts made there vanish with it), from `cwd`, with `$P` the binary
+/// under test; its output echoed for the test log.
+pub fn in_mount_ns(script: &str, cwd: &std::path::Path) -> Output {
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .env("P", bin())
+        .current_dir(cwd)
+        .output()
+        .expect("run unshare (util-linux)");
+    eprintln!(
+        "$ {script}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
+        stdout(&out),
+        stderr(&out),
+        out.status.code()
+    );
+    out
+}

@@ -233,6 +233,34 @@ fn soak(path: &std::path::Path, kernels: Vec<String>, runs: usize) -> Result<i32
         for (t, _) in &s.titles {
             println!("  title: {t}");
         }
+        // Each run that does not count for the expectation, with what its
+        // triggers did: the explanation a soak owes (first 20).
+        let odd: Vec<_> = rs
+            .iter()
+            .filter(|r| {
+                !r.conclusive
+                    || match expect {
+                        Some(crate::scenario::Expect::Crash) => {
+                            !matches!(r.verdict, crate::boot::verdict::Verdict::Crash { .. })
+                        }
+                        _ => r.verdict != crate::boot::verdict::Verdict::Clean,
+                    }
+            })
+            .collect();
+        for r in odd.iter().take(20) {
+            println!(
+                "  run {}: {}{}, goal {}; fired: {} ({:.2} s)",
+                r.index + 1,
+                r.verdict,
+                if r.conclusive { "" } else { " (inconclusive)" },
+                if r.goal_reached { "reached" } else { "missed" },
+                fired_list(&r.fired),
+                r.seconds
+            );
+        }
+        if odd.len() > 20 {
+            println!("  ... and {} more such runs", odd.len() - 20);
+        }
         println!(
             "  {:<26} {:>12} {:>12} {:>10}",
             "median of", "first 10%", "last 10%", "change"
@@ -289,6 +317,15 @@ fn soak(path: &std::path::Path, kernels: Vec<String>, runs: usize) -> Result<i32
     } else {
         1
     })
+}
+
+/// A run's fires, in order, the first 12.
+fn fired_list(f: &[String]) -> String {
+    match f.len() {
+        0 => "-".into(),
+        n if n <= 12 => f.join(" "),
+        n => format!("{} ... ({n} in all)", f[..12].join(" ")),
+    }
 }
 
 /// Crash rate text: `k/n = x% (95% CI lo-hi%)`, and runs per crash.

@@ -1,7 +1,7 @@
 //! `preemptor demo SCENARIO`: the main job. The scenario on each of its
 //! kernel variants with injection, then each without, as one table, plus
 //! the interleaving of one crash. `run --baseline` with demo defaults.
-use super::run::{check_out_dir, execute, print_table, stopped_status, Plan};
+use super::run::{check_out_dir, execute, print_table, stopped, stopped_exit, Plan};
 use super::UsageError;
 use crate::scenario::Scenario;
 use std::path::PathBuf;
@@ -48,15 +48,13 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
     crate::boot::catch_interrupts()?;
     let results = execute(&plan)?;
     let finished: usize = results.iter().map(|r| r.runs.len()).sum();
-    if finished == 0 {
-        stopped_status(0)?;
-    }
+    let stopped = stopped(finished)?;
     print_table(&results);
     if crate::boot::interrupted() {
         return Ok(130);
     }
-    if let Some(status) = stopped_status(finished)? {
-        return Ok(status);
+    if let Some(r) = &stopped {
+        return Ok(stopped_exit(r, finished));
     }
     Ok(if results.iter().all(|r| r.ok) { 0 } else { 1 })
 }

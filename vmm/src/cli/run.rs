@@ -131,20 +131,22 @@ pub fn check_out_dir(dir: &Path) -> Result<(), UsageError> {
         .map_err(|e| UsageError(format!("--out {}: {e}", dir.display())))
 }
 
-/// After the runs: a host fault that stopped them before any finished is
-/// an error (exit 2); after some, they are reported and this says why the
-/// rest are missing (exit status 3).
-pub fn stopped_status(finished: usize) -> Result<Option<i32>, UsageError> {
+/// After the runs, before their table: a host fault that stopped them
+/// before any finished is an error (exit 2); after some, its reason, for
+/// [`stopped_exit`] once the results are out.
+pub fn stopped(finished: usize) -> Result<Option<String>, UsageError> {
     match crate::boot::stop_reason() {
         Some(r) if finished == 0 => Err(UsageError(r)),
-        Some(r) => {
-            eprintln!(
-                "preemptor: stopped: {r}; the results have the {finished} finished run(s); exit status 3"
-            );
-            Ok(Some(3))
-        }
-        None => Ok(None),
+        r => Ok(r),
     }
+}
+
+/// The last line of a command whose runs a host fault stopped: exit status 3.
+pub fn stopped_exit(reason: &str, finished: usize) -> i32 {
+    eprintln!(
+        "preemptor: stopped: {reason}; the results have the {finished} finished run(s); exit status 3"
+    );
+    3
 }
 
 pub fn print_summary(label: &str, s: &Summary) {
@@ -384,11 +386,8 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     crate::boot::catch_interrupts()?;
     let results = execute(&plan)?;
     let finished: usize = results.iter().map(|r| r.runs.len()).sum();
-    if finished == 0 {
-        stopped_status(0)?;
-    }
+    let stopped = stopped(finished)?;
     let interrupted = crate::boot::interrupted();
-    let stopped = crate::boot::stop_reason();
     let ok = results.iter().all(|r| r.ok) && !interrupted && stopped.is_none();
     if a.json {
         let j = serde_json::json!({
@@ -428,8 +427,8 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         );
         return Ok(130);
     }
-    if let Some(status) = stopped_status(finished)? {
-        return Ok(status);
+    if let Some(r) = &stopped {
+        return Ok(stopped_exit(r, finished));
     }
     Ok(if ok { 0 } else { 1 })
 }

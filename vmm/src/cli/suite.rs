@@ -294,9 +294,7 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
     }
     bar.finish_and_clear();
     let finished = results.iter().map(Vec::len).sum::<usize>();
-    if finished == 0 {
-        super::run::stopped_status(0)?;
-    }
+    let stopped = super::run::stopped(finished)?;
     let ok = report(&job, &results, a.junit.as_deref())?;
     if crate::boot::interrupted() {
         eprintln!(
@@ -304,8 +302,8 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         );
         return Ok(130);
     }
-    if let Some(status) = super::run::stopped_status(finished)? {
-        return Ok(status);
+    if let Some(r) = &stopped {
+        return Ok(super::run::stopped_exit(r, finished));
     }
     Ok(if ok { 0 } else { 1 })
 }

@@ -488,8 +488,20 @@ impl Engine {
         let mut it = st.fired.iter();
         st.goal_reached = self.cfg.goal.iter().all(|g| it.any(|f| f == g));
         if st.goal_reached && self.cfg.disarm_on_goal {
-            for t in st.t.iter_mut() {
-                t.armed = false;
+            // No new stop starts; a stop in progress runs to its end, so
+            // the trigger its `until` waits for stays armed (a stop that
+            // ends on the other vCPU's progress, not on a wall-clock
+            // guess, whatever the host's load).
+            let awaited: Vec<usize> = (0..st.t.len())
+                .filter(|&i| st.t[i].stalling)
+                .filter_map(|i| self.triggers[i].spec.stall.until.as_deref())
+                .filter(|u| *u != DURING_ANY)
+                .map(|u| self.index(u))
+                .collect();
+            for (j, t) in st.t.iter_mut().enumerate() {
+                if !awaited.contains(&j) {
+                    t.armed = false;
+                }
             }
         }
     }
