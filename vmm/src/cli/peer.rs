@@ -221,6 +221,31 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
     })
 }
 
+/// What QEMU's gdb stub says to non-stop mode (gdb's way of stopping one
+/// thread, here one vCPU, while the others run): asked, not assumed.
+fn nonstop_answer(g: &Guest, port: u16) -> Result<String, UsageError> {
+    let mut q = g.qemu_command();
+    q.args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")]);
+    let mut child = q
+        .spawn()
+        .map_err(|e| UsageError(format!("qemu-system-x86_64: {e}")))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let o = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set non-stop on", "-ex"])
+        .arg(format!("target remote 127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let o = o.map_err(|e| UsageError(format!("gdb: {e}")))?;
+    let text =
+        String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    Ok(match text.lines().find(|l| l.contains("non-stop")) {
+        Some(l) => format!("asked for non-stop mode, gdb said \"{}\"", l.trim()),
+        None => "non-stop mode was accepted (this script still uses all-stop)".into(),
+    })
+}
+
 fn need(cmd: &str, pkg: &str) -> Result<(), UsageError> {
     if Command::new(cmd).arg("--version").output().is_ok() {
         Ok(())
@@ -416,7 +441,8 @@ fn race(p: &runner::Prepared, g: &Guest, port: u16, runs: usize) -> Result<(), U
     );
     println!(
         "what the gdb script could not express: gdb's all-stop mode stops every vCPU at a \
-         breakpoint, so its sleep stalls the whole machine, not one vCPU; {}",
+         breakpoint, so its sleep stalls the whole machine, not one vCPU ({}); {}",
+        nonstop_answer(g, port)?,
         if dropped.is_empty() {
             "nothing else".to_string()
         } else {
