@@ -237,15 +237,7 @@ fn soak(path: &std::path::Path, kernels: Vec<String>, runs: usize) -> Result<i32
         // triggers did: the explanation a soak owes (first 20).
         let odd: Vec<_> = rs
             .iter()
-            .filter(|r| {
-                !r.conclusive
-                    || match expect {
-                        Some(crate::scenario::Expect::Crash) => {
-                            !matches!(r.verdict, crate::boot::verdict::Verdict::Crash { .. })
-                        }
-                        _ => r.verdict != crate::boot::verdict::Verdict::Clean,
-                    }
-            })
+            .filter(|r| !r.conclusive || !runner::verdict_matches(r, expect))
             .collect();
         for r in odd.iter().take(20) {
             println!(

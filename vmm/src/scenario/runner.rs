@@ -866,7 +866,15 @@ pub fn summarize(rs: &[RunResult]) -> Summary {
 pub fn holds(rs: &[RunResult], expect: Option<Expect>) -> bool {
     match expect {
         Some(e) => meets(rs, e),
-        None => rs.iter().all(|r| r.verdict == Verdict::Clean),
+        None => rs.iter().all(|r| verdict_matches(r, None)),
+    }
+}
+
+/// Whether one run's verdict is the expected one (nothing expected: clean).
+pub fn verdict_matches(r: &RunResult, expect: Option<Expect>) -> bool {
+    match expect {
+        Some(Expect::Crash) => matches!(r.verdict, Verdict::Crash { .. }),
+        Some(Expect::Clean) | None => r.verdict == Verdict::Clean,
     }
 }
 
@@ -874,10 +882,10 @@ pub fn holds(rs: &[RunResult], expect: Option<Expect>) -> bool {
 /// and at least 90% of runs were conclusive.
 pub fn meets(rs: &[RunResult], expect: Expect) -> bool {
     let s = summarize(rs);
-    let all_match = rs.iter().filter(|r| r.conclusive).all(|r| match expect {
-        Expect::Crash => matches!(r.verdict, Verdict::Crash { .. }),
-        Expect::Clean => r.verdict == Verdict::Clean,
-    });
+    let all_match = rs
+        .iter()
+        .filter(|r| r.conclusive)
+        .all(|r| verdict_matches(r, Some(expect)));
     s.runs > 0 && all_match && s.conclusive * 10 >= s.runs * 9
 }
 
