@@ -167,17 +167,25 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
             std::fs::write(&script, gdb_script(port, bps))?;
             // QEMU needs a moment to listen.
             std::thread::sleep(Duration::from_millis(300));
-            Some(
-                Command::new("gdb")
-                    .args(["-batch", "-nx", "-x"])
-                    .arg(&script)
-                    .arg(&g.vmlinux)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| UsageError(format!("gdb: {e}")))?,
-            )
+            let mut c = Command::new("gdb")
+                .args(["-batch", "-nx", "-x"])
+                .arg(&script)
+                .arg(&g.vmlinux)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| UsageError(format!("gdb: {e}")))?;
+            // Read gdb's output as it comes: gdb prints a line or two per
+            // stop, and one pipe's worth unread (64 KiB, some 370 hits)
+            // would block gdb, and with it the all-stopped guest.
+            let out = c.stdout.take().expect("piped");
+            let drain = std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = std::io::Read::read_to_string(&mut BufReader::new(out), &mut s);
+                s
+            });
+            Some((c, drain))
         }
         None => None,
     };
@@ -200,9 +208,11 @@ fn qemu(g: &Guest, gdb: Option<&[(u64, f64)]>, port: u16) -> Result<QemuRun, Usa
     let ended = *ended.lock().unwrap_or_else(|e| e.into_inner());
     let seconds = ended.unwrap_or_else(|| start.elapsed().as_secs_f64());
     // gdb ends when its connection closes with QEMU.
-    let gdb_out = gdb_child.and_then(|c| c.wait_with_output().ok());
+    let gdb_out = gdb_child.and_then(|(mut c, drain)| {
+        let _ = c.wait();
+        drain.join().ok()
+    });
     let _ = std::fs::remove_file(&script);
-    let gdb_out = gdb_out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     let hits = gdb_out.and_then(|o| {
         o.lines()
             .find_map(|l| l.strip_prefix("PEER-HITS ")?.trim().parse().ok())
