@@ -385,6 +385,20 @@ pub fn run(a: PeerArgs) -> Result<i32, UsageError> {
         a2 / b2,
         c2 / c1.max(1e-9)
     );
+    // Cold boots vary by seconds on a loaded host: the spread says how far
+    // a difference of medians can be trusted.
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("{lo:.1}..{hi:.1} s")
+    };
+    println!(
+        "spread of the runs: preemptor {} with, {} without; QEMU {} with, {} without",
+        spread(&pw),
+        spread(&pwo),
+        spread(&qw),
+        spread(&qwo)
+    );
     if a.race_runs > 0 {
         let prep = runner::prepare(scn, &kernel, true, a.race_runs > 1)?;
         race(&prep, &g, port, a.race_runs)?;
@@ -440,14 +454,33 @@ fn race(p: &runner::Prepared, g: &Guest, port: u16, runs: usize) -> Result<(), U
     for _ in 0..runs {
         let q = qemu(g, Some(&bps), port)?;
         q_secs += q.seconds;
-        q_crashes += usize::from(crate::report::classify(&q.console).is_some());
+        let crash = crate::report::classify(&q.console);
+        println!(
+            "  QEMU + gdb, race:      {:.2} s, {}{}",
+            q.seconds,
+            crash.as_ref().map_or("no crash", |r| r.title.as_str()),
+            workload_note(&q)
+        );
+        q_crashes += usize::from(crash.is_some());
     }
     let per_hour = |c: usize, s: f64| c as f64 * 3600.0 / s.max(1e-9);
+    let (p_rate, q_rate) = (per_hour(crashes, p_secs), per_hour(q_crashes, q_secs));
+    // No crash on one side gives a bound, not a ratio: the rate it would
+    // have had with one crash in the same time.
+    let ratio = match (crashes, q_crashes) {
+        (0, 0) => "none: neither reached the BUG".to_string(),
+        (_, 0) => format!(
+            "over {:.0}x (QEMU + gdb reached it in none of {runs}; one would be {:.0}/hour)",
+            p_rate / per_hour(1, q_secs),
+            per_hour(1, q_secs)
+        ),
+        (0, _) => format!("under {:.3}x", per_hour(1, p_secs) / q_rate),
+        _ => format!("{:.1}x", p_rate / q_rate),
+    };
     println!(
-        "race ({runs} runs each): preemptor {crashes}/{runs} crashes in {p_secs:.1} s = {:.0}/hour \
-         (restored runs); QEMU + gdb {q_crashes}/{runs} in {q_secs:.1} s = {:.0}/hour (cold boots)",
-        per_hour(crashes, p_secs),
-        per_hour(q_crashes, q_secs)
+        "race ({runs} runs each): preemptor {crashes}/{runs} crashes in {p_secs:.1} s = {p_rate:.0}/hour \
+         (restored runs); QEMU + gdb {q_crashes}/{runs} in {q_secs:.1} s = {q_rate:.0}/hour (cold \
+         boots); ratio {ratio}"
     );
     println!(
         "what the gdb script could not express: gdb's all-stop mode stops every vCPU at a \

@@ -16,12 +16,10 @@
 //!
 //! Nothing that writes RSP is done here, `push` included.
 //!
-//! Not the default anywhere (`PREEMPTOR_RESUME=emulate`): on kvm_pvm,
-//! the one host that needs it, every form equals the CPU's step in
-//! `exitbench::check_emulation`, yet resuming the seed's fixed kernel this
-//! way sometimes leaves it idle for good, a wakeup lost (1 run in 4 to 20,
-//! with or without `push`; syncing the system registers through the run
-//! structure made it most runs). Until that is understood, kvm_pvm steps.
+//! kvm_pvm's default (it ignores RF, so a step is the only other way);
+//! standard KVM uses RF. An earlier build lost guest wakeups on kvm_pvm
+//! this way (the seed's fixed kernel idled for good in 1 run in 4 to 20);
+//! measured again with this code, nothing was lost (see `host`).
 //! The page walk sets the accessed and dirty bits the CPU would. KVM's
 //! dirty log does not see the VMM's own writes, so every page written is
 //! returned, for the snapshot restorer to copy back.
@@ -194,7 +192,9 @@ fn store(mem: &GuestMemoryMmap, gpa: u64, size: usize, v: u64) -> Result<(), &'s
     }
 }
 
-/// Reads the instruction bytes at `rip` (up to 15, not past its page).
+/// Reads the instruction bytes at `rip`: up to 15, from the next page too
+/// when the instruction may cross into it (a function entry at a page's
+/// last bytes is common), if that page is mapped.
 fn fetch(
     mem: &GuestMemoryMmap,
     s: &kvm_sregs,
@@ -206,6 +206,14 @@ fn fetch(
     let mut b = vec![0u8; n];
     mem.read_slice(&mut b, GuestAddress(gpa))
         .map_err(|_| "code outside RAM")?;
+    if n < 15 {
+        if let Ok(next) = translate(mem, s, rip + n as u64, false, written) {
+            let mut rest = vec![0u8; 15 - n];
+            if mem.read_slice(&mut rest, GuestAddress(next)).is_ok() {
+                b.extend(rest);
+            }
+        }
+    }
     Ok(b)
 }
 
