@@ -596,10 +596,11 @@ impl VcpuRunner {
         if armed && resume == ResumeMethod::Emulate {
             // Registers come with each exit and go back with the next
             // KVM_RUN in the run structure: no ioctl for them. Not the
-            // system registers: synced at every exit, kvm_pvm loses guest
-            // wakeups (measured: the seed's fixed kernel went idle for good
-            // in most runs; 20 of 20 clean without), so they are read by
-            // ioctl at a hit.
+            // system registers: an earlier build synced them at every exit
+            // and kvm_pvm lost guest wakeups; they are read by ioctl at a
+            // hit. (Reading the stall engine's registers from the synced
+            // copy too made the seed's fixed runs 4.5 s against 2.6 s,
+            // measured 2026-12-06, not understood: it reads by ioctl.)
             self.fd.set_sync_valid_reg(SyncReg::Register);
         }
         // Registers handed back through the run structure, not yet taken
@@ -636,12 +637,7 @@ impl VcpuRunner {
             if self.shared.take_inspect(self.index) {
                 self.flush_sync(&mut sync_pending);
                 if let Some(h) = self.handler.clone() {
-                    h.on_inspect(&mut VcpuCtx {
-                        index: self.index,
-                        fd: &self.fd,
-                        mem: &self.mem,
-                        shared: &self.shared,
-                    });
+                    h.on_inspect(&mut self.ctx());
                 }
             }
             if block_until.is_some_and(|t| t <= Instant::now()) && !stepping {
@@ -713,12 +709,7 @@ impl VcpuRunner {
                         if slot > 3 || arch.dr6 & DR6_BS != 0 {
                             continue;
                         }
-                        let mut ctx = VcpuCtx {
-                            index: self.index,
-                            fd: &self.fd,
-                            mem: &self.mem,
-                            shared: &self.shared,
-                        };
+                        let mut ctx = self.ctx();
                         let r = h.on_hit(&mut ctx, slot);
                         block_until = r.block_irq.map(|d| Instant::now() + d);
                         self.shared.set_irq_block(self.index, block_until);
@@ -755,13 +746,7 @@ impl VcpuRunner {
         }
         self.flush_sync(&mut sync_pending);
         if self.shared.end().is_some_and(|e| e.is_report()) {
-            let st = VcpuCtx {
-                index: self.index,
-                fd: &self.fd,
-                mem: &self.mem,
-                shared: &self.shared,
-            }
-            .stack();
+            let st = self.ctx().stack();
             self.shared
                 .final_stacks
                 .lock()
@@ -831,12 +816,7 @@ impl VcpuRunner {
         }
         if bytes.is_empty() {
             let mut b = [0u8; 15];
-            let ctx = VcpuCtx {
-                index: self.index,
-                fd: &self.fd,
-                mem: &self.mem,
-                shared: &self.shared,
-            };
+            let ctx = self.ctx();
             if ctx.read_virt(rip, &mut b).is_some() {
                 bytes = b.to_vec();
             }
