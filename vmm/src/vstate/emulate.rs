@@ -16,10 +16,12 @@
 //!
 //! Nothing that writes RSP is done here, `push` included.
 //!
-//! kvm_pvm's default (it ignores RF, so a step is the only other way);
-//! standard KVM uses RF. An earlier build lost guest wakeups on kvm_pvm
-//! this way (the seed's fixed kernel idled for good in 1 run in 4 to 20);
-//! measured again with this code, nothing was lost (see `host`).
+//! Not the default anywhere (`PREEMPTOR_RESUME=emulate`): on kvm_pvm,
+//! the one host that needs it, every form equals the CPU's step in
+//! `exitbench::check_emulation`, yet a guest resumed this way can lose a
+//! wakeup and idle for good. Measured 2026-12-06: 200 seed runs and a
+//! 30,000-hit boot were right, every run of the explore test hung (see
+//! `host`). Until that is understood, kvm_pvm steps.
 //! The page walk sets the accessed and dirty bits the CPU would. KVM's
 //! dirty log does not see the VMM's own writes, so every page written is
 //! returned, for the snapshot restorer to copy back.
