@@ -10,8 +10,9 @@
  *     C's struct pid left is slave->pgrp;
  *   - threads A (CPU a) and B (CPU b), parked.
  *
- * After it, A sets the foreground group back to S through the master and,
- * delay_us after A entered the ioctl, B does the same through the slave. With the fix reverted
+ * After it, B is released first and spins on its CPU; then A sets the
+ * foreground group back to S through the master and, delay_us after A
+ * entered the ioctl, B does the same through the slave. With the fix reverted
  * they lock different locks: if B's put_pid(slave->pgrp) comes between A's
  * put_pid (C freed) and A's store, C's count underflows.
  *
@@ -41,6 +42,7 @@ static int master, slave;
 static pid_t session;
 static sem_t go_a, go_b;
 static volatile int a_in; /* A is about to enter its ioctl */
+static volatile int b_spinning; /* B runs on its CPU, waiting for a_in */
 
 static void die(const char *what)
 {
@@ -74,12 +76,17 @@ static void *side_b(void *arg)
 	(void)arg;
 	preemptor_pin(cpu_b);
 	sem_wait(&go_b);
+	b_spinning = 1;
 	/*
 	 * B starts delay_us after A entered its ioctl (A's wake-up after the
 	 * release varied from 20 to 90 ms, measured), spinning rather than
 	 * sleeping: without high-resolution timers a short nanosleep() lasts
 	 * one to two 10 ms ticks. Either way B sometimes came before A reached
 	 * its window, or after A's stop had ended: inconclusive runs.
+	 * B is running before A is released (see main): when main shared B's
+	 * CPU and released A first, B started 25 to 40 ms after A had stopped
+	 * in cold boots (main's own futex wake-ups, emulated), often after A's
+	 * stop had ended.
 	 */
 	while (!a_in)
 		;
@@ -138,10 +145,13 @@ int main(int argc, char **argv)
 	sem_init(&go_b, 0, 0);
 	if (pthread_create(&ta, NULL, side_a, NULL) || pthread_create(&tb, NULL, side_b, NULL))
 		die("pthread_create");
-	preemptor_pin(cpu_b);
+	/* On A's CPU, not B's: B must not wait for main to block. */
+	preemptor_pin(cpu_a);
 	preemptor_ready();
-	sem_post(&go_a);
 	sem_post(&go_b);
+	while (!b_spinning)
+		;
+	sem_post(&go_a);
 	pthread_join(ta, NULL);
 	pthread_join(tb, NULL);
 	printf("tiocspgrp: foreground group back to %d from both sides\n", session);
