@@ -49,7 +49,8 @@ fn tty_tiocspgrp() {
 
 /// a11ddb37bf36: expunge_all() reloads msr->r_tsk after publishing the
 /// wakeup; the receiver has returned and its next system call has written
-/// over the slot (NULL nearly always; rarely some other word).
+/// over the slot (NULL nearly always; rarely some other word, taken for a
+/// task: 1 run in 10 ended in its refcount, measured 2026-12-06).
 #[test]
 fn ipc_msg_expunge() {
     require_kvm();
@@ -58,6 +59,7 @@ fn ipc_msg_expunge() {
         &[
             "BUG: unable to handle kernel NULL pointer dereference in __wake_q_add",
             "BUG: unable to handle kernel paging request in __wake_q_add",
+            "WARNING: refcount bug in put_task_struct",
         ],
     );
 }

@@ -42,6 +42,8 @@
 static int cpu_a = 0, cpu_b = 1, wake_ms = 20, rmid_ms = 5, spin_m = 50;
 static int q;
 static sem_t go_r, go_s;
+/* The sleeper is about to block: only then may the other side count down. */
+static volatile int r_blocking;
 
 struct msgbuf1 {
 	long mtype;
@@ -80,6 +82,7 @@ static void *receiver(void *arg)
 	sem_wait(&go_r);
 	it.it_value.tv_nsec = wake_ms * 1000000L;
 	timer_settime(t, 0, &it, NULL);
+	r_blocking = 1;
 	if (msgrcv(q, &m, sizeof(m.mtext), 0, 0) >= 0 || (errno != EIDRM && errno != EINTR))
 		perror("msg-expunge: msgrcv");
 	/* Raw system calls: libc wrappers may add calls of their own. */
@@ -126,9 +129,17 @@ int main(int argc, char **argv)
 		perror("msg-expunge: pthread_create");
 		return 1;
 	}
-	preemptor_pin(cpu_b);
+	/*
+	 * On the other side's CPU, not the sleeper's, and the sleeper first:
+	 * when main shared its CPU and released both at once, the sleeper
+	 * sometimes had not blocked yet when its queue was acted on (no stop
+	 * at all: 2 of 8 restored runs, measured 2026-12-06).
+	 */
+	preemptor_pin(cpu_a);
 	preemptor_ready();
 	sem_post(&go_r);
+	while (!r_blocking)
+		;
 	sem_post(&go_s);
 	pthread_join(s, NULL);
 	pthread_join(r, NULL);

@@ -36,6 +36,8 @@
 static int cpu_a = 0, cpu_b = 1, wake_ms = 60, rel_ms = 5, spin_m = 50;
 static int set;
 static sem_t go_r, go_s;
+/* The sleeper is about to block: only then may the other side count down. */
+static volatile int r_blocking;
 
 static void spin(int millions)
 {
@@ -54,6 +56,7 @@ static void *sleeper(void *arg)
 	sem_wait(&go_r);
 	ts.tv_sec = wake_ms / 1000;
 	ts.tv_nsec = (wake_ms % 1000) * 1000000L;
+	r_blocking = 1;
 	if (syscall(SYS_semtimedop, set, &p, 1, &ts) && errno != EAGAIN)
 		perror("sem-wake: semtimedop");
 	/* Raw system calls: libc wrappers may add calls of their own. */
@@ -98,9 +101,17 @@ int main(int argc, char **argv)
 		perror("sem-wake: pthread_create");
 		return 1;
 	}
-	preemptor_pin(cpu_b);
+	/*
+	 * On the other side's CPU, not the sleeper's, and the sleeper first:
+	 * when main shared its CPU and released both at once, the sleeper
+	 * sometimes had not blocked yet when its queue was acted on (no stop
+	 * at all: 2 of 8 restored runs, measured 2026-12-06).
+	 */
+	preemptor_pin(cpu_a);
 	preemptor_ready();
 	sem_post(&go_r);
+	while (!r_blocking)
+		;
 	sem_post(&go_s);
 	pthread_join(s, NULL);
 	pthread_join(r, NULL);

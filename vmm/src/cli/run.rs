@@ -226,6 +226,8 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
             }
             if let Some((g, freeze)) = plan.gdb.split() {
                 p = p.with_gdb(g, freeze)?;
+            } else if plan.snapshot {
+                p.snapshot_single_run();
             }
             p.preempt = plan.preempt.clone();
             p.verify_restore = plan.verify_restore;

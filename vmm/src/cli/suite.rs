@@ -232,6 +232,7 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
             }
             Err(e) => return Err(e.into()),
         };
+        p.snapshot_single_run();
         if let Some(q) = shared {
             p.share_snapshot(&first[q]);
         }
