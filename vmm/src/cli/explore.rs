@@ -45,7 +45,8 @@ pub struct ExploreArgs {
     /// and arguments continues it up to --budget.
     #[arg(long, value_name = "FILE")]
     pub results: Option<PathBuf>,
-    /// Write a scenario reproducing the best pair found here.
+    /// Write a scenario reproducing the best confirmed finding; with none,
+    /// nothing is written and the exit status is 1.
     #[arg(long, value_name = "FILE.toml")]
     pub emit: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "adaptive")]
@@ -64,7 +65,7 @@ pub struct ExploreArgs {
     /// Crash titles that count as found (regex; default: any).
     #[arg(long, value_name = "REGEX")]
     pub want: Option<String>,
-    /// Stop after this many crashes whose title matches --want.
+    /// Stop after this many confirmed findings whose title matches --want.
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
     #[arg(long, default_value_t = 1)]
@@ -191,9 +192,32 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         sequence: vec![],
         disarm_on_goal: false,
     };
-    for run in done..a.budget {
+    // Sampling runs, each crash with a wanted title followed by its
+    // confirmation (also a candidate left by an interrupted invocation,
+    // and those of the budget's last run).
+    let mut run = done;
+    loop {
+        if crate::boot::interrupted() {
+            break;
+        }
+        if let Some(c) = ex.candidate(&want) {
+            bar.set_message(format!(
+                "confirming {}{}",
+                ex.site(c.p),
+                c.s.map(|s| format!(" + {}", ex.site(s)))
+                    .unwrap_or_default()
+            ));
+            let Some(conf) = confirm(&p, &ex, c, run, &want, a.seed, &bar)? else {
+                break;
+            };
+            if let Some(w) = out.as_mut() {
+                write_line(w, &conf)?;
+            }
+            ex.confirmations.push(conf);
+            continue;
+        }
         let (found, _) = ex.found(&want);
-        if crate::boot::interrupted() || a.stop_after.is_some_and(|n| found >= n) {
+        if run >= a.budget || a.stop_after.is_some_and(|n| found >= n) {
             break;
         }
         let arms = ex.plan(run);
@@ -217,61 +241,125 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
             res.seconds,
         );
         if let Some(w) = out.as_mut() {
-            let line = serde_json::to_string(&rec).map_err(|e| UsageError(e.to_string()))?;
-            writeln!(w, "{line}")
-                .and_then(|_| w.flush())
-                .map_err(|e| UsageError(format!("--results: {e}")))?;
+            write_line(w, &rec)?;
         }
+        run += 1;
         let crashes = ex.runs.iter().filter(|r| r.title.is_some()).count();
-        bar.set_message(format!("{crashes} crashes ({} wanted)", ex.found(&want).0));
+        bar.set_message(format!(
+            "{crashes} crashes, {} confirmed",
+            ex.found(&want).0
+        ));
         bar.inc(1);
     }
     bar.finish_and_clear();
     let interrupted = crate::boot::interrupted();
     print_report(&ex, &a, &want, t0.elapsed(), done);
+    let mut status = if interrupted { 130 } else { 0 };
     if let Some(path) = &a.emit {
-        let best = ex
-            .ranking()
-            .into_iter()
-            .find(|r| r.crashes > 0 && r.titles.iter().any(|(t, _)| want.is_match(t)));
-        match best {
-            Some(row) => {
+        match ex.best_confirmed(&want) {
+            Some(c) => {
+                let (lo, hi) = c.ci95();
                 let comment = format!(
-                    "Found by `preemptor explore` on kernel {} ({} runs, seed {}):\n{} crashes in {} runs where these stalls met; titles: {}\nDurations: the longest of the crashing runs' draws.",
+                    "Found by `preemptor explore` on kernel {} ({} runs, seed {}), confirmed:\n{} of {} runs of exactly this scenario crashed ({:.0}%, 95% CI {:.0}-{:.0}%); titles: {}\nDurations: the longest of the crashing exploration runs' draws.",
                     p.kernel_name,
                     ex.runs.len(),
                     a.seed,
-                    row.crashes,
-                    row.runs,
-                    row.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect::<Vec<_>>().join("; ")
+                    c.crashes,
+                    c.runs,
+                    c.rate() * 100.0,
+                    lo * 100.0,
+                    hi * 100.0,
+                    c.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect::<Vec<_>>().join("; ")
                 );
                 let text = explore::emit_scenario(
                     &scenario_text,
                     &scenario_dir,
-                    &ex.emit_triggers(&row),
+                    &ex.emit_triggers(&c.confirm),
                     &comment,
                 )
                 .map_err(UsageError)?;
                 std::fs::write(path, text)
                     .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
                 println!(
-                    "emitted: {} (try: preemptor run {} --kernel {} --runs 20)",
+                    "emitted: {} (confirmed {}/{}; try: preemptor run {} --kernel {} --runs 20)",
                     path.display(),
+                    c.crashes,
+                    c.runs,
                     path.display(),
                     p.kernel_name
                 );
             }
-            None => println!(
-                "nothing to emit: no crash{}",
-                if a.want.is_some() {
-                    " with a wanted title"
-                } else {
-                    ""
+            None => {
+                let refuted = ex.confirmations.iter().filter(|c| !c.confirmed).count();
+                println!(
+                    "nothing emitted: no confirmed finding{} ({} candidate{} refuted)",
+                    if a.want.is_some() {
+                        " with a wanted title"
+                    } else {
+                        ""
+                    },
+                    refuted,
+                    if refuted == 1 { "" } else { "s" }
+                );
+                if !interrupted {
+                    status = 1;
                 }
-            ),
+            }
         }
     }
-    Ok(if interrupted { 130 } else { 0 })
+    Ok(status)
+}
+
+fn write_line<T: serde::Serialize>(w: &mut std::fs::File, rec: &T) -> Result<(), UsageError> {
+    let line = serde_json::to_string(rec).map_err(|e| UsageError(e.to_string()))?;
+    writeln!(w, "{line}")
+        .and_then(|_| w.flush())
+        .map_err(|e| UsageError(format!("--results: {e}")))
+}
+
+/// Re-run a candidate as its emitted scenario would run it (the same
+/// triggers and goal) until `confirm_decided` says; `None` when
+/// interrupted (the candidate is redone by the next invocation).
+fn confirm(
+    p: &runner::Prepared,
+    ex: &Explorer,
+    c: explore::Candidate,
+    after_run: usize,
+    want: &regex::Regex,
+    seed: u64,
+    bar: &ProgressBar,
+) -> Result<Option<explore::Confirmation>, UsageError> {
+    let triggers = ex.emit_triggers(&c);
+    let goal = Explorer::emit_goal(&triggers);
+    // Seeds apart from the sampling runs' (seed + run), one block per
+    // confirmation.
+    let base = seed + 1_000_000 * (1 + ex.confirmations.len() as u64);
+    let t0 = Instant::now();
+    let (mut runs, mut crashes, mut titles) = (0, 0, Vec::new());
+    let confirmed = loop {
+        if let Some(d) = explore::confirm_decided(crashes, runs) {
+            break d;
+        }
+        let res = p.run_with(runs, base + runs as u64, None, &triggers, &goal)?;
+        if matches!(res.verdict, crate::boot::verdict::Verdict::Interrupted) {
+            return Ok(None);
+        }
+        runs += 1;
+        if let Some(t) = res.judged().1 {
+            runner::count_title(&mut titles, t);
+            crashes += want.is_match(t) as usize;
+        }
+        bar.tick();
+    };
+    Ok(Some(explore::Confirmation {
+        confirm: c,
+        after_run,
+        runs,
+        crashes,
+        titles,
+        confirmed,
+        seconds: t0.elapsed().as_secs_f64(),
+    }))
 }
 
 /// Stall points of the functions, globs and line ranges given.
@@ -360,8 +448,9 @@ fn open_results(
         }
         let n = lines.len();
         for (i, l) in lines.iter().enumerate().skip(1) {
-            match serde_json::from_str::<explore::Run>(l) {
-                Ok(r) => ex.replay(r),
+            match serde_json::from_str::<explore::Record>(l) {
+                Ok(explore::Record::Run(r)) => ex.replay(r),
+                Ok(explore::Record::Confirm(c)) => ex.confirmations.push(c),
                 // A last line cut short by a kill: drop it, the run is redone.
                 Err(_) if i == n - 1 => {
                     let keep: String = lines[..i].iter().map(|l| format!("{l}\n")).collect();
@@ -390,19 +479,71 @@ fn print_report(
 ) {
     let valid = ex.runs.iter().filter(|r| r.valid).count();
     let crashes = ex.runs.iter().filter(|r| r.title.is_some()).count();
+    let wanted = ex
+        .runs
+        .iter()
+        .filter(|r| r.title.as_deref().is_some_and(|t| want.is_match(t)))
+        .count();
     let (found, first) = ex.found(want);
     println!(
-        "{} runs ({} valid; {} this invocation in {:.0} s), {} crashes, {} wanted{}",
+        "{} runs ({} valid; {} this invocation in {:.0} s), {} crashes, {} wanted; {} confirmed of {} candidates{}",
         ex.runs.len(),
         valid,
         ex.runs.len() - before,
         wall.as_secs_f64(),
         crashes,
+        wanted,
         found,
+        ex.confirmations.len(),
         first
-            .map(|r| format!(", first at run {r}"))
+            .map(|r| format!(" (first a candidate at run {r})"))
             .unwrap_or_default()
     );
+    if !ex.confirmations.is_empty() {
+        println!(
+            "confirmed rates (each candidate re-run as its emitted scenario, up to {} runs, kept at {} crashes):",
+            explore::CONFIRM_RUNS,
+            explore::CONFIRM_NEED
+        );
+        println!(
+            "{:<44} {:<44} {:>7} {:>5} {:>9} {:>13}  {:<9} titles",
+            "primary", "secondary", "crashes", "rate", "95% CI", "stalls (ms)", "verdict"
+        );
+        for c in &ex.confirmations {
+            let (lo, hi) = c.ci95();
+            println!(
+                "{:<44} {:<44} {:>7} {:>4.0}% {:>4.0}-{:<3.0}% {:>13}  {:<9} {}",
+                ex.site(c.confirm.p),
+                c.confirm
+                    .s
+                    .map(|s| format!(
+                        "{}{}",
+                        ex.site(s),
+                        if c.confirm.focus { " (on it)" } else { "" }
+                    ))
+                    .unwrap_or("-".into()),
+                format!("{}/{}", c.crashes, c.runs),
+                c.rate() * 100.0,
+                lo * 100.0,
+                hi * 100.0,
+                format!(
+                    "{:.1}/{}",
+                    c.confirm.p_us as f64 / 1e3,
+                    c.confirm
+                        .s_us
+                        .map(|x| format!("{:.1}", x as f64 / 1e3))
+                        .unwrap_or("-".into())
+                ),
+                if c.confirmed { "confirmed" } else { "refuted" },
+                c.titles
+                    .iter()
+                    .map(|(t, n)| format!("{n}x {t}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        println!("sampled rates (exploration runs):");
+    }
     let rows = ex.ranking();
     println!(
         "{:<4} {:<44} {:<44} {:>4} {:>7} {:>5} {:>9} {:>13}  titles",
