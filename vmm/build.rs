@@ -33,6 +33,28 @@ fn main() {
     }
     build_guest(&root, &out);
     embed_files(&root, &out);
+    vmm_sources(&manifest);
+}
+
+/// A hash of the VMM's own sources, for the snapshot cache: a snapshot is
+/// reused only by the VMM that set its machine up (FNV-1a over the sorted
+/// files' paths and bytes; no crate needed for a cache key).
+fn vmm_sources(manifest: &Path) {
+    let src = manifest.join("src");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap_or(&f).display().to_string();
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        for b in rel.bytes().chain([0]).chain(bytes) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    println!("cargo:rustc-env=PREEMPTOR_VMM_SOURCES={h:016x}");
 }
 
 /// `cargo build -p preemptor-guest` in a target directory of its own (the

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod check;
 pub mod embedded;
 pub mod program;
+pub mod snapcache;
 pub mod verdict;
 
 use crate::arch::x86_64::{self as arch, layout};

@@ -207,7 +207,8 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
                 c.s.map(|s| format!(" + {}", ex.site(s)))
                     .unwrap_or_default()
             ));
-            let Some(conf) = confirm(&p, &ex, c, run, &want, a.seed, &bar)? else {
+            let after = ex.runs.last().map(|r| r.run).unwrap_or(0);
+            let Some(conf) = confirm(&p, &ex, c, after, &want, a.seed, &bar)? else {
                 break;
             };
             if let Some(w) = out.as_mut() {

@@ -34,6 +34,58 @@ pub struct SetupArgs {
 pub struct DoctorArgs {}
 
 #[derive(clap::Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub what: CacheCmd,
+}
+
+#[derive(clap::Subcommand)]
+pub enum CacheCmd {
+    /// The kept snapshots, most recently used first, and their total.
+    List,
+    /// Remove every kept snapshot (kernels and build trees stay).
+    Clear,
+}
+
+/// `preemptor cache list|clear` (`boot::snapcache`).
+pub fn cache(a: CacheArgs) -> Result<i32, UsageError> {
+    use crate::boot::snapcache;
+    match a.what {
+        CacheCmd::List => {
+            let v = snapcache::list();
+            let total: u64 = v.iter().map(|e| e.bytes).sum();
+            println!(
+                "{} snapshots, {:.0} MiB in {} (cap: PREEMPTOR_SNAPSHOT_CACHE_MIB, default 4096)",
+                v.len(),
+                total as f64 / (1 << 20) as f64,
+                snapcache::dir().display()
+            );
+            for e in v {
+                let ago = e.used.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+                let (kernel, cmd) = e
+                    .key
+                    .map(|k| (k.kernel, k.cmdline))
+                    .unwrap_or(("(unreadable header)".into(), String::new()));
+                println!(
+                    "{:>6.1} MiB  used {:>6} s ago  {}  {kernel}  {cmd}",
+                    e.bytes as f64 / (1 << 20) as f64,
+                    ago,
+                    e.path.file_name().unwrap_or_default().to_string_lossy()
+                );
+            }
+        }
+        CacheCmd::Clear => {
+            let (n, bytes) = snapcache::clear();
+            println!(
+                "removed {n} snapshots ({:.0} MiB)",
+                bytes as f64 / (1 << 20) as f64
+            );
+        }
+    }
+    Ok(0)
+}
+
+#[derive(clap::Args)]
 pub struct CompletionsArgs {
     /// bash, zsh, fish, elvish or powershell.
     pub shell: clap_complete::Shell,

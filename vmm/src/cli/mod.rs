@@ -25,6 +25,11 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Boot to a fresh snapshot instead of restoring the one kept in the
+    /// cache by an earlier invocation, and keep none
+    /// (`PREEMPTOR_NO_SNAPSHOT_CACHE=1` does the same).
+    #[arg(long, global = true)]
+    no_snapshot_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +68,8 @@ enum Cmd {
     Completions(install::CompletionsArgs),
     /// Print the man page (roff), or write one per subcommand with --dir.
     Man(install::ManArgs),
+    /// The snapshot cache: list what is kept (kernel, size, last use), or clear it.
+    Cache(install::CacheArgs),
 }
 
 /// The clap definition, for completions and man pages.
@@ -133,9 +140,13 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    if cli.no_snapshot_cache {
+        crate::boot::snapcache::disable();
+    }
     let res = match cli.cmd {
         Cmd::Boot(a) => boot::run(a),
         Cmd::Run(a) => run::run(a),
+        Cmd::Cache(a) => install::cache(a),
         Cmd::Suite(a) => suite::run(a),
         Cmd::Merge(a) => suite::merge(a),
         Cmd::Sweep(a) => sweep::run(a),

@@ -3,6 +3,7 @@
 use super::{Error as ScnError, Expect, Goal, Scenario, SnapshotAt, Variant};
 use crate::boot::artifacts::{KernelSpec, Payload};
 use crate::boot::program::{self, Program};
+use crate::boot::snapcache;
 use crate::boot::{self, artifacts, verdict, verdict::Verdict, BootConfig, Kernel, RunOutput};
 use crate::debug::stack::{self, Frame, RawStack};
 use crate::debug::symbols::Symbols;
@@ -489,6 +490,22 @@ impl Prepared {
                 return Ok(s);
             }
         }
+        // Without a file of the user's: the cache's (`boot::snapcache`).
+        let cached = match kept.is_none() && snapcache::enabled() {
+            true => Some(boot::snapshot_key(&self.boot)?),
+            false => None,
+        };
+        if let Some(key) = &cached {
+            let t = std::time::Instant::now();
+            if let Some((s, path)) = snapcache::load(key) {
+                eprintln!(
+                    "preemptor: snapshot restored from the cache in {:.2} s ({})",
+                    t.elapsed().as_secs_f64(),
+                    path.display()
+                );
+                return Ok(s);
+            }
+        }
         let t = std::time::Instant::now();
         let s = match boot::take_snapshot(&self.boot, &self.profile) {
             Ok(s) => s,
@@ -510,6 +527,11 @@ impl Prepared {
         if let Some((path, key)) = &kept {
             file::save(path, &s, key).map_err(|e| Error::Other(e.to_string()))?;
             eprintln!("preemptor: snapshot saved to {}", path.display());
+        }
+        if let Some(key) = &cached {
+            if let Some(path) = snapcache::store(key, &s) {
+                eprintln!("preemptor: snapshot kept in the cache ({})", path.display());
+            }
         }
         Ok(s)
     }

@@ -13,6 +13,9 @@ use vm_superio::serial::SerialState;
 
 const MAGIC: &[u8] = b"preemptor-snapshot v3\n";
 
+/// The format, for names that must change with it (the snapshot cache).
+pub const FORMAT: &str = "preemptor-snapshot v3";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("snapshot file {0}: {1}")]
@@ -141,6 +144,35 @@ pub fn save(path: &Path, snap: &Snapshot, key: &SnapshotKey) -> Result<(), Error
         .sync_all()
         .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The key in the header of the snapshot at `path` (its memory unread).
+pub fn key(path: &Path) -> Result<SnapshotKey, Error> {
+    #[derive(Deserialize)]
+    struct KeyOnly {
+        key: SnapshotKey,
+    }
+    let io = |e| Error::Io(path.to_path_buf(), e);
+    let bad = |what: &str| Error::Format(path.to_path_buf(), what.to_string());
+    let mut r = BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let mut magic = vec![0u8; MAGIC.len()];
+    r.read_exact(&mut magic).map_err(|_| bad("no magic line"))?;
+    if magic != MAGIC {
+        return Err(bad("wrong magic line"));
+    }
+    let mut len = [0u8; 8];
+    r.read_exact(&mut len)
+        .map_err(|_| bad("truncated header"))?;
+    let len = u64::from_le_bytes(len);
+    if len > 64 << 20 {
+        return Err(bad("header too large"));
+    }
+    let mut json = vec![0u8; len as usize];
+    r.read_exact(&mut json)
+        .map_err(|_| bad("truncated header"))?;
+    serde_json::from_slice::<KeyOnly>(&json)
+        .map(|k| k.key)
+        .map_err(|e| bad(&format!("bad header: {e}")))
 }
 
 /// Read the snapshot at `path`, if it was taken with `want`.
