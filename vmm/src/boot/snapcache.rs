@@ -136,7 +136,7 @@ pub fn list() -> Vec<Entry> {
             })
         })
         .collect();
-    v.sort_by(|a, b| b.used.cmp(&a.used));
+    v.sort_by_key(|e| std::cmp::Reverse(e.used));
     v
 }
 

@@ -41,6 +41,7 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
         quiet: false,
         gdb: Default::default(),
         preempt: None,
+        jobs: None,
     };
     if let Some(o) = &plan.out {
         check_out_dir(o)?;

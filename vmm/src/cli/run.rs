@@ -22,6 +22,11 @@ pub struct RunArgs {
     /// Run i uses seed S + i.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// VMs at once, each restored from the kernel's one snapshot (default:
+    /// host cores / the guest's vCPUs, at least 1). Results, seeds and
+    /// their order do not depend on it.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub jobs: Option<u64>,
     /// Same program, no breakpoints: the baseline.
     #[arg(long, conflicts_with = "baseline")]
     pub no_inject: bool,
@@ -66,13 +71,17 @@ pub struct RunArgs {
     pub preempt: Option<crate::vstate::PreemptConfig>,
 }
 
-/// Runs with a progress bar; `label` heads it.
+/// Runs with a progress bar; `label` heads it. `jobs` VMs at once, each
+/// restored from the same snapshot; run `i` has seed `seed + i` whatever
+/// `jobs` is, and the results come back in run order. A failure stops
+/// the runs not yet started and keeps every finished one.
 pub fn run_many(
     p: &Prepared,
     runs: usize,
     seed: u64,
     out: Option<&PathBuf>,
     label: &str,
+    jobs: usize,
 ) -> Result<Vec<RunResult>, UsageError> {
     let bar = ProgressBar::new(runs as u64);
     bar.set_style(
@@ -81,15 +90,20 @@ pub fn run_many(
             .progress_chars("=> "),
     );
     bar.set_prefix(label.to_string());
-    let mut rs = Vec::new();
     if let Some(o) = out {
         remove_partial_runs(o);
     }
-    for i in 0..runs {
-        let dir = out.map(|o| o.join(format!("run{i:03}")));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    let worker = || loop {
         if crate::boot::stopped() {
             break;
         }
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i >= runs {
+            break;
+        }
+        let dir = out.map(|o| o.join(format!("run{i:03}")));
         // A failure after some runs keeps them: it stops the runs instead.
         let r = match p.run_once(i, seed + i as u64, dir.as_deref()) {
             Ok(r) => r,
@@ -107,10 +121,32 @@ pub fn run_many(
             r.goal_reached
         ));
         bar.inc(1);
-        rs.push(r);
+        done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
+    };
+    let jobs = jobs.clamp(1, runs.max(1));
+    if jobs == 1 {
+        worker();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..jobs {
+                s.spawn(worker);
+            }
+        });
     }
     bar.finish_and_clear();
-    Ok(rs)
+    let mut rs = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    rs.sort_by_key(|(i, _)| *i);
+    Ok(rs.into_iter().map(|(_, r)| r).collect())
+}
+
+/// VMs at once when `--jobs` is not given: one per `vcpus` host cores
+/// (each vCPU of a VM keeps a host core busy while it runs; a stalled one
+/// sleeps), at least one. On a 2-core host with 2-vCPU guests: 1.
+pub fn default_jobs(vcpus: usize) -> usize {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    (cores / vcpus.max(1)).max(1)
 }
 
 /// Folders of runs a killed invocation left unfinished (`runNNN.partial`).
@@ -198,6 +234,8 @@ pub struct Plan {
     pub quiet: bool,
     pub gdb: super::GdbArgs,
     pub preempt: Option<crate::vstate::PreemptConfig>,
+    /// VMs at once (None: `default_jobs`).
+    pub jobs: Option<usize>,
 }
 
 /// Every kernel × mode of the plan. Each kernel's snapshot is shared by its
@@ -265,7 +303,10 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
                     if inject { "inject" } else { "baseline" }
                 ))
             });
-            let rs = run_many(&p, plan.runs, plan.seed, out.as_ref(), &label)?;
+            let jobs = plan
+                .jobs
+                .unwrap_or_else(|| default_jobs(p.scenario.guest.vcpus));
+            let rs = run_many(&p, plan.runs, plan.seed, out.as_ref(), &label, jobs)?;
             let expect = p.expectation(if inject { plan.expect } else { None });
             let summary = runner::summarize(&rs);
             if !plan.quiet {
@@ -381,6 +422,7 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
         quiet: a.json,
         gdb: a.gdb.clone(),
         preempt: a.preempt.clone(),
+        jobs: a.jobs.map(|j| j as usize),
     };
     if let Some(o) = &plan.out {
         check_out_dir(o)?;

@@ -258,19 +258,28 @@ pub struct RestoreStats {
     pub total: Duration,
 }
 
-/// Hands out restored VMs, one per run. Guest memory outlives each VM: after
-/// a run, [`Restorer::recycle`] takes the run's dirty log and the next
-/// restore copies only those pages back.
+/// Hands out restored VMs, one per run, to as many runs at once as ask.
+/// Guest memory outlives each VM: after a run, [`Restorer::recycle`] keeps
+/// it with the run's dirty log in a pool, and the next restore takes one
+/// from there and copies only those pages back. A run that finds the pool
+/// empty (the first, or one more running at the same time) gets a
+/// copy-on-write mapping of the snapshot's memory (a private mapping of a
+/// memfd holding it, written once): nothing copied, and pages shared
+/// between VMs until a guest writes them.
 pub struct Restorer {
     pub snapshot: Arc<Snapshot>,
-    spare: Mutex<Option<(GuestMemoryMmap, Vec<u64>)>>,
+    spare: Mutex<Vec<(GuestMemoryMmap, Vec<u64>)>>,
+    /// The snapshot's memory in a memfd, for copy-on-write mappings (None:
+    /// the host refused one; fresh memory and a full copy instead).
+    image: std::sync::OnceLock<Option<std::fs::File>>,
 }
 
 impl Restorer {
     pub fn new(snapshot: Arc<Snapshot>) -> Self {
         Self {
             snapshot,
-            spare: Mutex::new(None),
+            spare: Mutex::new(Vec::new()),
+            image: std::sync::OnceLock::new(),
         }
     }
 
@@ -282,13 +291,22 @@ impl Restorer {
         if (s.vcpus(), s.mem_mib) != (cfg.vcpus, cfg.mem_mib) {
             return Err(Error::Shape(s.vcpus(), s.mem_mib, cfg.vcpus, cfg.mem_mib));
         }
-        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let (mem, dirty) = match spare {
-            Some((mem, dirty)) => (mem, Some(dirty)),
-            None => (vm::guest_memory(s.mem_mib)?, None),
-        };
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let t = Instant::now();
-        let pages = s.restore_memory(&mem, dirty.as_deref())?;
+        let (mem, pages, full) = match spare {
+            Some((mem, dirty)) => {
+                let pages = s.restore_memory(&mem, Some(&dirty))?;
+                (mem, pages, false)
+            }
+            None => match self.cow_memory() {
+                Some(mem) => (mem, 0, true),
+                None => {
+                    let mem = vm::guest_memory(s.mem_mib)?;
+                    let pages = s.restore_memory(&mem, None)?;
+                    (mem, pages, true)
+                }
+            },
+        };
         let memory = t.elapsed();
         let vm = Vm::with_memory(cfg, mem)?;
         s.restore_state(&vm.fd, &vm.vcpus)?;
@@ -296,20 +314,43 @@ impl Restorer {
             vm,
             RestoreStats {
                 pages,
-                full: dirty.is_none(),
+                full,
                 memory,
                 total: start.elapsed(),
             },
         ))
     }
 
+    /// A private (copy-on-write) mapping of the snapshot's memory.
+    fn cow_memory(&self) -> Option<GuestMemoryMmap> {
+        use vm_memory::mmap::MmapRegionBuilder;
+        use vm_memory::{FileOffset, GuestRegionMmap};
+        let image = self
+            .image
+            .get_or_init(|| {
+                let r = memfd_with(&self.snapshot.memory);
+                if let Err(e) = &r {
+                    tracing::debug!("no memfd for copy-on-write restores: {e}");
+                }
+                r.ok()
+            })
+            .as_ref()?;
+        let region = MmapRegionBuilder::new(self.snapshot.memory.len())
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .with_file_offset(FileOffset::new(image.try_clone().ok()?, 0))
+            .build()
+            .ok()?;
+        let region = GuestRegionMmap::new(region, GuestAddress(0))?;
+        GuestMemoryMmap::from_regions(vec![region]).ok()
+    }
     /// Check the dirty log: restore the last run's dirty pages into the kept
     /// memory now and count the pages that still differ from the snapshot
     /// (a write the log missed). None before the first run or without a
     /// dirty log. Costs a compare of all guest memory.
     pub fn stale_pages(&self) -> Result<Option<usize>, Error> {
         let g = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((mem, dirty)) = g.as_ref() else {
+        let Some((mem, dirty)) = g.last() else {
             return Ok(None);
         };
         self.snapshot.restore_memory(mem, Some(dirty))?;
@@ -335,11 +376,30 @@ impl Restorer {
                         *word |= 1 << (page % 64);
                     }
                 }
-                *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Some((vm.mem.clone(), d))
+                self.spare
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((vm.mem.clone(), d))
             }
             Err(e) => tracing::debug!("no dirty log, next restore copies all memory: {e}"),
         }
     }
+}
+
+/// An anonymous memory file holding `bytes`.
+fn memfd_with(bytes: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: a constant C string; the returned descriptor is checked and
+    // then owned by the File.
+    let fd = unsafe { libc::memfd_create(c"preemptor-snapshot".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+    f.write_all(bytes)?;
+    Ok(f)
 }
 
 #[cfg(test)]
