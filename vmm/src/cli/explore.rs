@@ -2,6 +2,7 @@
 //! functions on two vCPUs, learn which crash, rank them, and emit a
 //! scenario that reproduces the best (see `scenario::explore`).
 use super::UsageError;
+use crate::boot::verdict::Verdict;
 use crate::debug::symbols::{Class, Symbols};
 use crate::scenario::explore::{self, Config, Explorer, Header, Point, Strategy};
 use crate::scenario::{runner, Goal, Scenario};
@@ -70,6 +71,12 @@ pub struct ExploreArgs {
     pub stop_after: Option<usize>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// VMs at once (default: host cores / the guest's vCPUs, at least 1).
+    /// With N > 1, N runs are planned at a time from what the runs before
+    /// them found (batched Thompson sampling): another sequence of runs
+    /// than with 1. Confirmations decide the same whatever N.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub jobs: Option<u64>,
     /// Rows of the ranking to print.
     #[arg(long, default_value_t = 12)]
     pub top: usize,
@@ -165,12 +172,23 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
     let done = ex.runs.len();
     let funcs: std::collections::BTreeSet<&str> =
         ex.points.iter().map(|p| p.func.as_str()).collect();
+    let jobs = a
+        .jobs
+        .map(|j| j as usize)
+        .unwrap_or_else(|| super::run::default_jobs(p.scenario.guest.vcpus));
     eprintln!(
-        "preemptor: {} stall points in {} functions, vCPUs {:?}, {} armed per vCPU and run{}",
+        "preemptor: {} stall points in {} functions, vCPUs {:?}, {} armed per vCPU and run{}{}",
         ex.points.len(),
         funcs.len(),
         ex.cfg.vcpus,
         ex.cfg.slots,
+        if jobs > 1 {
+            format!(
+                "; {jobs} VMs at once: {jobs} runs planned at a time (batched Thompson sampling)"
+            )
+        } else {
+            String::new()
+        },
         if done > 0 {
             format!("; {done} runs already in the results file")
         } else {
@@ -208,7 +226,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
                     .unwrap_or_default()
             ));
             let after = ex.runs.last().map(|r| r.run).unwrap_or(0);
-            let Some(conf) = confirm(&p, &ex, c, after, &want, a.seed, &bar)? else {
+            let Some(conf) = confirm(&p, &ex, c, after, &want, a.seed, jobs, &bar)? else {
                 break;
             };
             if let Some(w) = out.as_mut() {
@@ -221,36 +239,73 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         if run >= a.budget || a.stop_after.is_some_and(|n| found >= n) {
             break;
         }
-        let arms = ex.plan(run);
-        let triggers = ex.triggers(&arms);
-        let seed = a.seed + run as u64;
-        let res = p.run_with(run, seed, None, &triggers, &no_goal)?;
-        if matches!(res.verdict, crate::boot::verdict::Verdict::Interrupted) {
+        // A batch of `jobs` runs planned from what is known now (batched
+        // Thompson sampling), run at once, recorded in run order.
+        let batch = jobs.min(a.budget - run);
+        let plans: Vec<_> = (run..run + batch)
+            .map(|r| {
+                let arms = ex.plan(r);
+                let triggers = ex.triggers(&arms);
+                (arms, triggers)
+            })
+            .collect();
+        let failed = std::sync::Mutex::new(None);
+        let work = |k: usize| {
+            let r = run + k;
+            match p.run_with(r, a.seed + r as u64, None, &plans[k].1, &no_goal) {
+                Ok(res) if matches!(res.verdict, Verdict::Interrupted) => None,
+                Ok(res) => Some(res),
+                Err(e) => {
+                    crate::boot::stop_runs(format!("run {r}: {e}"));
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                    None
+                }
+            }
+        };
+        let mut got = Vec::new();
+        crate::scenario::parallel::in_order(batch, jobs, work, |k, res| got.push((k, res)));
+        // Only the batch's first runs without a gap are kept (a run after
+        // an interrupted one is redone next time, with its own seed).
+        let mut recorded = 0;
+        for ((k, res), (arms, _)) in got.into_iter().zip(plans) {
+            if k != recorded {
+                break;
+            }
+            recorded += 1;
+            let r = run + k;
+            let (valid, title) = res.judged();
+            let rec = ex.record(
+                r,
+                a.seed + r as u64,
+                arms,
+                &res.fired,
+                &res.holds,
+                &res.changed,
+                valid,
+                res.verdict.name(),
+                title,
+                res.seconds,
+            );
+            if let Some(w) = out.as_mut() {
+                write_line(w, &rec)?;
+            }
+            bar.inc(1);
+        }
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e.into());
+        }
+        if recorded < batch {
             break;
         }
-        let (valid, title) = res.judged();
-        let rec = ex.record(
-            run,
-            seed,
-            arms,
-            &res.fired,
-            &res.holds,
-            &res.changed,
-            valid,
-            res.verdict.name(),
-            title,
-            res.seconds,
-        );
-        if let Some(w) = out.as_mut() {
-            write_line(w, &rec)?;
-        }
-        run += 1;
+        run += batch;
         let crashes = ex.runs.iter().filter(|r| r.title.is_some()).count();
         bar.set_message(format!(
             "{crashes} crashes, {} confirmed",
             ex.found(&want).0
         ));
-        bar.inc(1);
     }
     bar.finish_and_clear();
     let interrupted = crate::boot::interrupted();
@@ -321,6 +376,7 @@ fn write_line<T: serde::Serialize>(w: &mut std::fs::File, rec: &T) -> Result<(),
 /// Re-run a candidate as its emitted scenario would run it (the same
 /// triggers and goal) until `confirm_decided` says; `None` when
 /// interrupted (the candidate is redone by the next invocation).
+#[allow(clippy::too_many_arguments)]
 fn confirm(
     p: &runner::Prepared,
     ex: &Explorer,
@@ -328,6 +384,7 @@ fn confirm(
     after_run: usize,
     want: &regex::Regex,
     seed: u64,
+    jobs: usize,
     bar: &ProgressBar,
 ) -> Result<Option<explore::Confirmation>, UsageError> {
     let triggers = ex.emit_triggers(&c);
@@ -337,20 +394,49 @@ fn confirm(
     let base = seed + 1_000_000 * (1 + ex.confirmations.len() as u64);
     let t0 = Instant::now();
     let (mut runs, mut crashes, mut titles) = (0, 0, Vec::new());
-    let confirmed = loop {
+    // With jobs, a batch of runs at once; they are counted in order up to
+    // where the rule decides, so the outcome is the same whatever the jobs.
+    let confirmed = 'outer: loop {
         if let Some(d) = explore::confirm_decided(crashes, runs) {
             break d;
         }
-        let res = p.run_with(runs, base + runs as u64, None, &triggers, &goal)?;
-        if matches!(res.verdict, crate::boot::verdict::Verdict::Interrupted) {
+        let batch = jobs.min(explore::CONFIRM_RUNS - runs);
+        let first = runs;
+        let failed = std::sync::Mutex::new(None);
+        let work = |k: usize| {
+            let i = first + k;
+            match p.run_with(i, base + i as u64, None, &triggers, &goal) {
+                Ok(r) if matches!(r.verdict, Verdict::Interrupted) => None,
+                Ok(r) => Some(r),
+                Err(e) => {
+                    crate::boot::stop_runs(format!("confirmation run {i}: {e}"));
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                    None
+                }
+            }
+        };
+        let mut got = Vec::new();
+        crate::scenario::parallel::in_order(batch, jobs, work, |k, r| got.push((k, r)));
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e.into());
+        }
+        if got.len() < batch || got.iter().enumerate().any(|(j, (k, _))| j != *k) {
             return Ok(None);
         }
-        runs += 1;
-        if let Some(t) = res.judged().1 {
-            runner::count_title(&mut titles, t);
-            crashes += want.is_match(t) as usize;
+        for (_, res) in got {
+            if let Some(d) = explore::confirm_decided(crashes, runs) {
+                break 'outer d;
+            }
+            runs += 1;
+            if let Some(t) = res.judged().1 {
+                runner::count_title(&mut titles, t);
+                crashes += want.is_match(t) as usize;
+            }
+            bar.tick();
         }
-        bar.tick();
     };
     Ok(Some(explore::Confirmation {
         confirm: c,

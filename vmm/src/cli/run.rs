@@ -93,50 +93,33 @@ pub fn run_many(
     if let Some(o) = out {
         remove_partial_runs(o);
     }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done = std::sync::Mutex::new(Vec::new());
-    let worker = || loop {
-        if crate::boot::stopped() {
-            break;
-        }
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if i >= runs {
-            break;
-        }
+    let mut rs = Vec::new();
+    let work = |i: usize| {
         let dir = out.map(|o| o.join(format!("run{i:03}")));
         // A failure after some runs keeps them: it stops the runs instead.
         let r = match p.run_once(i, seed + i as u64, dir.as_deref()) {
             Ok(r) => r,
             Err(e) => {
                 crate::boot::stop_runs(format!("run {i}: {e}"));
-                break;
+                return None;
             }
         };
         if let Some(e) = &r.out_error {
             crate::boot::stop_runs(format!("run {i}: --out {e}"));
         }
+        Some(r)
+    };
+    crate::scenario::parallel::in_order(runs, jobs, work, |_, r| {
         bar.set_message(format!(
             "last: {} goal={}",
             r.verdict.name(),
             r.goal_reached
         ));
         bar.inc(1);
-        done.lock().unwrap_or_else(|e| e.into_inner()).push((i, r));
-    };
-    let jobs = jobs.clamp(1, runs.max(1));
-    if jobs == 1 {
-        worker();
-    } else {
-        std::thread::scope(|s| {
-            for _ in 0..jobs {
-                s.spawn(worker);
-            }
-        });
-    }
+        rs.push(r);
+    });
     bar.finish_and_clear();
-    let mut rs = done.into_inner().unwrap_or_else(|e| e.into_inner());
-    rs.sort_by_key(|(i, _)| *i);
-    Ok(rs.into_iter().map(|(_, r)| r).collect())
+    Ok(rs)
 }
 
 /// VMs at once when `--jobs` is not given: one per `vcpus` host cores

@@ -25,6 +25,11 @@ pub struct SuiteArgs {
     /// Run i of every kernel × mode uses seed S + i (as `run` does).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// VMs at once within each kernel × mode, restored from its one
+    /// snapshot (default: host cores / the guest's vCPUs, at least 1).
+    /// Results, seeds and their order do not depend on it.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub jobs: Option<u64>,
     /// Only with injection (default: with, then without — the baseline).
     #[arg(long)]
     pub inject_only: bool,
@@ -242,26 +247,33 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         if let Some(o) = &a.out {
             super::run::remove_partial_runs(&o.join(&cell.scenario).join(cell_dir(cell)));
         }
-        for i in idx {
-            if crate::boot::stopped() {
-                break;
-            }
+        let jobs = a
+            .jobs
+            .map(|j| j as usize)
+            .unwrap_or_else(|| super::run::default_jobs(p.scenario.guest.vcpus));
+        let pr = &p;
+        let work = |k: usize| {
+            let i = idx[k];
             let out = a.out.as_ref().map(|o| {
                 o.join(&cell.scenario)
                     .join(cell_dir(cell))
                     .join(format!("run{i:03}"))
             });
             // A failure after some runs keeps them: it stops the suite.
-            let r = match p.run_once(i, job.seed + i as u64, out.as_deref()) {
-                Ok(r) => r,
+            match pr.run_once(i, job.seed + i as u64, out.as_deref()) {
+                Ok(r) => Some(r),
                 Err(e) => {
                     crate::boot::stop_runs(format!(
                         "{} on {} run {i}: {e}",
                         cell.scenario, cell.kernel
                     ));
-                    break;
+                    None
                 }
-            };
+            }
+        };
+        // Written and kept in run order, whatever the jobs.
+        crate::scenario::parallel::in_order(idx.len(), jobs, work, |k, r| {
+            let i = idx[k];
             if let Some(e) = &r.out_error {
                 crate::boot::stop_runs(format!("--out {e}"));
             }
@@ -288,7 +300,7 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
             r.events = Vec::new();
             r.diagram = String::new();
             results[c].push(r);
-        }
+        });
         if shared.is_none() {
             first.push(p);
         }

@@ -45,6 +45,10 @@ pub struct SweepArgs {
     /// Boot every run instead of restoring the snapshot.
     #[arg(long)]
     pub no_snapshot: bool,
+    /// VMs at once (default: host cores / the guest's vCPUs, at least 1);
+    /// the table, JSON lines and plot do not depend on it.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub jobs: Option<u64>,
 }
 
 pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
@@ -82,34 +86,65 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
     bar.set_prefix(vary.name.clone());
     let mut results: Vec<PointResult> = Vec::new();
     let mut crashes = 0;
-    'points: for (i, s) in specs.iter().enumerate() {
-        let mut pr = PointResult::default();
-        for r in 0..a.runs {
-            if crate::boot::interrupted() {
-                if pr.runs > 0 {
-                    results.push(pr);
-                }
-                break 'points;
-            }
-            let seed = a.seed + (i * a.runs + r) as u64;
-            let res = p.run_with(i * a.runs + r, seed, None, s, &p.scenario.goal)?;
-            let (valid, crash) = res.judged();
-            crashes += crash.is_some() as usize;
-            pr.add(valid, crash, res.goal_reached, res.seconds);
-            if let Some(w) = json.as_mut() {
-                let line = serde_json::json!({
-                    "param": vary.name, "point": vary.points[i], "seed": seed,
-                    "valid": valid, "verdict": res.verdict, "goal_reached": res.goal_reached,
-                    "fired": res.fired, "seconds": res.seconds,
-                });
-                writeln!(w, "{line}")
-                    .and_then(|_| w.flush())
-                    .map_err(|e| UsageError(format!("--json: {e}")))?;
-            }
-            bar.set_message(format!("{crashes} crashes; at {}", vary.points[i]));
-            bar.inc(1);
+    // Point i's run r is item i*runs + r: in order, so a point's runs
+    // are contiguous whatever the jobs.
+    let jobs = a
+        .jobs
+        .map(|j| j as usize)
+        .unwrap_or_else(|| super::run::default_jobs(p.scenario.guest.vcpus));
+    let failed = std::sync::Mutex::new(None);
+    let work = |k: usize| {
+        let (i, seed) = (k / a.runs, a.seed + k as u64);
+        if crate::boot::interrupted() {
+            return None;
         }
+        match p.run_with(k, seed, None, &specs[i], &p.scenario.goal) {
+            Ok(r) if matches!(r.verdict, crate::boot::verdict::Verdict::Interrupted) => None,
+            Ok(r) => Some(r),
+            Err(e) => {
+                crate::boot::stop_runs(format!("run {k}: {e}"));
+                failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_or_insert(e);
+                None
+            }
+        }
+    };
+    let mut write_err = None;
+    let mut pr = PointResult::default();
+    let mut at = 0;
+    crate::scenario::parallel::in_order(specs.len() * a.runs, jobs, work, |k, res| {
+        let (i, seed) = (k / a.runs, a.seed + k as u64);
+        if i != at {
+            results.push(std::mem::take(&mut pr));
+            at = i;
+        }
+        let (valid, crash) = res.judged();
+        crashes += crash.is_some() as usize;
+        pr.add(valid, crash, res.goal_reached, res.seconds);
+        if let Some(w) = json.as_mut() {
+            let line = serde_json::json!({
+                "param": vary.name, "point": vary.points[i], "seed": seed,
+                "valid": valid, "verdict": res.verdict, "goal_reached": res.goal_reached,
+                "fired": res.fired, "seconds": res.seconds,
+            });
+            if let Err(e) = writeln!(w, "{line}").and_then(|_| w.flush()) {
+                crate::boot::stop_runs(format!("--json: {e}"));
+                write_err.get_or_insert(e);
+            }
+        }
+        bar.set_message(format!("{crashes} crashes; at {}", vary.points[i]));
+        bar.inc(1);
+    });
+    if pr.runs > 0 {
         results.push(pr);
+    }
+    if let Some(e) = write_err {
+        return Err(UsageError(format!("--json: {e}")));
+    }
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e.into());
     }
     bar.finish_and_clear();
     let interrupted = crate::boot::interrupted();

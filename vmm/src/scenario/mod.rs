@@ -3,6 +3,7 @@
 //! window was reached, and what each kernel is expected to do.
 //! The format is documented in `scenarios/README.md`.
 pub mod explore;
+pub mod parallel;
 pub mod runner;
 pub mod suite;
 pub mod sweep;
