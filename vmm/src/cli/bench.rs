@@ -66,6 +66,9 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 1000)]
         runs: usize,
     },
+    /// Runs per hour with 1, 2, 4, ... VMs at once from one snapshot, the
+    /// verdict counts at each, and a model for bigger hosts.
+    Jobs(super::benchjobs::JobsArgs),
     /// Median time to the init's first line: preemptor vs QEMU microvm.
     Boot {
         #[arg(long, default_value = "base")]
@@ -140,6 +143,7 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
         } => boot(&kernel, runs, vcpus, memory, timeout),
         BenchWhat::Exits { samples } => exits(samples),
         BenchWhat::Peer(a) => super::peer::run(a),
+        BenchWhat::Jobs(a) => super::benchjobs::run(a),
         BenchWhat::Soak {
             scenario,
             kernels,

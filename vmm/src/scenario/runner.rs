@@ -491,8 +491,10 @@ impl Prepared {
             }
         }
         // Without a file of the user's: the cache's (`boot::snapcache`).
+        // (A key that cannot be made, e.g. the kernel gone, skips the
+        // cache: the boot below then says what is wrong.)
         let cached = match kept.is_none() && snapcache::enabled() {
-            true => Some(boot::snapshot_key(&self.boot)?),
+            true => boot::snapshot_key(&self.boot).ok(),
             false => None,
         };
         if let Some(key) = &cached {
