@@ -116,7 +116,11 @@ pub struct Entry {
 
 /// The cached snapshots, most recently used first.
 pub fn list() -> Vec<Entry> {
-    let mut v: Vec<Entry> = std::fs::read_dir(dir())
+    list_in(&dir())
+}
+
+fn list_in(dir: &Path) -> Vec<Entry> {
+    let mut v: Vec<Entry> = std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
@@ -143,7 +147,23 @@ pub fn list() -> Vec<Entry> {
 /// Remove least recently used snapshots until the total is within `cap`
 /// (never `keep`, the one just stored). Returns what was removed.
 pub fn evict(cap: u64, keep: Option<&Path>) -> Vec<PathBuf> {
-    let entries = list();
+    evict_in(&dir(), cap, keep)
+}
+
+fn evict_in(dir: &Path, cap: u64, keep: Option<&Path>) -> Vec<PathBuf> {
+    // Temporary files of a writer killed mid-save, an hour on.
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|a| a.as_secs() > 3600);
+        if old && e.file_name().to_string_lossy().starts_with('.') {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let entries = list_in(dir);
     let mut total: u64 = entries.iter().map(|e| e.bytes).sum();
     let mut gone = vec![];
     for e in entries.iter().rev() {
@@ -171,4 +191,47 @@ pub fn clear() -> (usize, u64) {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_first_and_never_the_new_one() {
+        let d = std::env::temp_dir().join(format!("preemptor-snapcache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let now = SystemTime::now();
+        // a: oldest, b, c: newest; each 1000 bytes; a temporary file and
+        // another kind of file are not entries.
+        for (name, age) in [("a.snap", 30), ("b.snap", 20), ("c.snap", 10)] {
+            let p = d.join(name);
+            std::fs::write(&p, vec![1u8; 1000]).unwrap();
+            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            f.set_modified(now - Duration::from_secs(age)).unwrap();
+        }
+        std::fs::write(d.join(".123-0.snap"), b"partial").unwrap();
+        std::fs::write(d.join("notes.txt"), b"x").unwrap();
+        let names = |v: Vec<Entry>| -> Vec<String> {
+            v.iter()
+                .map(|e| e.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(list_in(&d)), ["c.snap", "b.snap", "a.snap"]);
+        // Within the cap: nothing goes.
+        assert!(evict_in(&d, 3000, None).is_empty());
+        // Room for two, but `a` (the oldest) was just stored: `b` goes.
+        let gone = evict_in(&d, 2000, Some(&d.join("a.snap")));
+        assert_eq!(gone, vec![d.join("b.snap")]);
+        assert_eq!(names(list_in(&d)), ["c.snap", "a.snap"]);
+        let gone = evict_in(&d, 0, None);
+        assert_eq!(gone.len(), 2);
+        assert!(
+            d.join(".123-0.snap").exists(),
+            "temporary files are not evicted"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

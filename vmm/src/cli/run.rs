@@ -286,9 +286,13 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
                     if inject { "inject" } else { "baseline" }
                 ))
             });
-            let jobs = plan
-                .jobs
-                .unwrap_or_else(|| default_jobs(p.scenario.guest.vcpus));
+            // One gdb server, one machine: gdb runs one at a time.
+            let jobs = match plan.gdb.gdb {
+                Some(_) => 1,
+                None => plan
+                    .jobs
+                    .unwrap_or_else(|| default_jobs(p.scenario.guest.vcpus)),
+            };
             let rs = run_many(&p, plan.runs, plan.seed, out.as_ref(), &label, jobs)?;
             let expect = p.expectation(if inject { plan.expect } else { None });
             let summary = runner::summarize(&rs);
