@@ -116,6 +116,7 @@ impl Dwarf {
         let matches_path = |full: &str| full == want || full.ends_with(&suffix);
         let mut any_file = false;
         let mut found: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        let mut loose: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
         let mut units = self.dwarf.units();
         while let Some(header) = units.next().map_err(|e| e.to_string())? {
             let unit = self.dwarf.unit(header).map_err(|e| e.to_string())?;
@@ -159,6 +160,13 @@ impl Dwarf {
                             found.entry(a.clone()).or_default().insert(addr);
                         }
                     }
+                    // What addr2line (and `symbols`) says of the address:
+                    // the run's last row, statement or not.
+                    if let (Some(addr), Some(b)) = (run_addr, last_in_run) {
+                        if row.address() > addr {
+                            loose.entry(b.clone()).or_default().insert(addr);
+                        }
+                    }
                     (run_addr, stmt_in_run, last_in_run) = (Some(row.address()), None, None);
                 }
                 if row.end_sequence() {
@@ -177,6 +185,12 @@ impl Dwarf {
         }
         if !any_file {
             return Ok(None);
+        }
+        // A line with no statement row of its own (a call's line inside a
+        // statement GCC placed elsewhere) still names the instructions
+        // attributed to it: every file:line `symbols` prints resolves.
+        if found.is_empty() {
+            found = loose;
         }
         Ok(Some(
             found
