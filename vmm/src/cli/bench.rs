@@ -65,6 +65,10 @@ pub enum BenchWhat {
         kernels: Vec<String>,
         #[arg(long, default_value_t = 1000)]
         runs: usize,
+        /// VMs at once (default: host cores / the guest's vCPUs); the
+        /// resource figures are the whole process's.
+        #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
+        jobs: Option<u64>,
     },
     /// Runs per hour with 1, 2, 4, ... VMs at once from one snapshot, the
     /// verdict counts at each, and a model for bigger hosts.
@@ -148,7 +152,8 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
             scenario,
             kernels,
             runs,
-        } => soak(&scenario, kernels, runs),
+            jobs,
+        } => soak(&scenario, kernels, runs, jobs),
         BenchWhat::Accel {
             scenario,
             kernel,
@@ -177,7 +182,12 @@ fn resources() -> (u64, usize, usize) {
     (rss, count("/proc/self/fd"), count("/proc/self/task"))
 }
 
-fn soak(path: &std::path::Path, kernels: Vec<String>, runs: usize) -> Result<i32, UsageError> {
+fn soak(
+    path: &std::path::Path,
+    kernels: Vec<String>,
+    runs: usize,
+    jobs: Option<u64>,
+) -> Result<i32, UsageError> {
     use crate::scenario::{runner, Scenario};
     let scn = Scenario::load(path)?;
     let kernels = if kernels.is_empty() {
@@ -195,20 +205,41 @@ fn soak(path: &std::path::Path, kernels: Vec<String>, runs: usize) -> Result<i32
         let expect = p.expectation(None);
         let mut rows: Vec<(f64, u64, usize, usize, usize)> = Vec::new();
         let mut rs = Vec::new();
-        for i in 0..runs {
+        let jobs = jobs
+            .map(|j| j as usize)
+            .unwrap_or_else(|| super::run::default_jobs(scn.guest.vcpus));
+        let failed = std::sync::Mutex::new(None);
+        let work = |i: usize| {
             if crate::boot::interrupted() {
-                break;
+                return None;
             }
-            let mut r = p.run_once(i, 1 + i as u64, None)?;
-            // Keep only what the summary needs: the soak's own bookkeeping
-            // must not look like the VMM's growth.
-            r.events = Vec::new();
-            r.diagram = String::new();
-            r.report = None;
+            match p.run_once(i, 1 + i as u64, None) {
+                Ok(mut r) => {
+                    // Keep only what the summary needs: the soak's own
+                    // bookkeeping must not look like the VMM's growth.
+                    r.events = Vec::new();
+                    r.diagram = String::new();
+                    r.report = None;
+                    Some(r)
+                }
+                Err(e) => {
+                    crate::boot::stop_runs(format!("run {i}: {e}"));
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(e);
+                    None
+                }
+            }
+        };
+        crate::scenario::parallel::in_order(runs, jobs, work, |_, r| {
             let (rss, fds, threads) = resources();
             let pages = r.restore.as_ref().map(|x| x.pages).unwrap_or(0);
             rows.push((r.seconds, rss, fds, threads, pages));
             rs.push(r);
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e.into());
         }
         let n = rows.len();
         if n < 10 {
