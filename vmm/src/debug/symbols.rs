@@ -30,6 +30,11 @@
 //! covering the address, relative to the build directory. For inlined code
 //! that is the innermost inlined source line, i.e. the statement the
 //! instruction implements, not the call site in the outer function.
+//!
+//! Past 800 lines because site resolution is one piece: every site form
+//! (function, offset, line, pattern, inlined copies) resolves through the
+//! same decoded-function cache; the grammar, ELF, DWARF and instruction
+//! classes already live in `symbols/`.
 
 mod dwarf;
 mod elf;

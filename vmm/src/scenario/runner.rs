@@ -1,5 +1,9 @@
 //! Runs of a scenario: boot the guest with the scenario's triggers (or none,
 //! for the baseline), take the verdict, and decide whether the run counts.
+//!
+//! Past 800 lines because kernel resolution, boot configuration, the
+//! snapshot (kept, cached, shared) and the per-run judgement all hang off
+//! `Prepared`; many runs at once are in `parallel.rs`.
 use super::{Error as ScnError, Expect, Goal, Scenario, SnapshotAt, Variant};
 use crate::boot::artifacts::{KernelSpec, Payload};
 use crate::boot::program::{self, Program};

@@ -1,4 +1,8 @@
 //! The engine that runs triggers at breakpoint hits (see the module doc).
+//!
+//! Past 800 lines because trigger matching, stalls, captures and the goal
+//! share one locked state per run; parsing and the trace are in `spec.rs`
+//! and `trace.rs`.
 use super::spec::{Duration2, Reg, TriggerSpec, Value};
 use super::trace::{EventKind, Trace};
 use crate::debug::stack::RawStack;

@@ -2,6 +2,10 @@
 //! run on reset / triple fault / host emulation failure, and hands
 //! breakpoint hits to a [`DebugHandler`]. A handler that does not return
 //! keeps its vCPU out of `KVM_RUN`: that is what a stall is, here.
+//!
+//! Past 800 lines because the loop, its exit handling and the stop/resume
+//! protocol with the handler and gdb share one state machine per vCPU;
+//! instruction emulation and gdb live beside it (`emulate.rs`, `gdb.rs`).
 use super::emulate::{self, Outcome};
 use super::gdb::{Cmd, GdbCtl, StopKind};
 use crate::debug::stack::{self, RawStack};
