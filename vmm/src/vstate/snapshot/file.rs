@@ -146,12 +146,9 @@ pub fn save(path: &Path, snap: &Snapshot, key: &SnapshotKey) -> Result<(), Error
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// The key in the header of the snapshot at `path` (its memory unread).
-pub fn key(path: &Path) -> Result<SnapshotKey, Error> {
-    #[derive(Deserialize)]
-    struct KeyOnly {
-        key: SnapshotKey,
-    }
+/// The file at `path` checked for the magic line, and its JSON header;
+/// the reader is left at the first page.
+fn open_header(path: &Path) -> Result<(BufReader<std::fs::File>, Vec<u8>), Error> {
     let io = |e| Error::Io(path.to_path_buf(), e);
     let bad = |what: &str| Error::Format(path.to_path_buf(), what.to_string());
     let mut r = BufReader::new(std::fs::File::open(path).map_err(io)?);
@@ -170,6 +167,17 @@ pub fn key(path: &Path) -> Result<SnapshotKey, Error> {
     let mut json = vec![0u8; len as usize];
     r.read_exact(&mut json)
         .map_err(|_| bad("truncated header"))?;
+    Ok((r, json))
+}
+
+/// The key in the header of the snapshot at `path` (its memory unread).
+pub fn key(path: &Path) -> Result<SnapshotKey, Error> {
+    #[derive(Deserialize)]
+    struct KeyOnly {
+        key: SnapshotKey,
+    }
+    let bad = |what: &str| Error::Format(path.to_path_buf(), what.to_string());
+    let (_, json) = open_header(path)?;
     serde_json::from_slice::<KeyOnly>(&json)
         .map(|k| k.key)
         .map_err(|e| bad(&format!("bad header: {e}")))
@@ -177,24 +185,8 @@ pub fn key(path: &Path) -> Result<SnapshotKey, Error> {
 
 /// Read the snapshot at `path`, if it was taken with `want`.
 pub fn load(path: &Path, want: &SnapshotKey) -> Result<Snapshot, Error> {
-    let io = |e| Error::Io(path.to_path_buf(), e);
     let bad = |what: &str| Error::Format(path.to_path_buf(), what.to_string());
-    let mut r = BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let mut magic = vec![0u8; MAGIC.len()];
-    r.read_exact(&mut magic).map_err(|_| bad("no magic line"))?;
-    if magic != MAGIC {
-        return Err(bad("wrong magic line"));
-    }
-    let mut len = [0u8; 8];
-    r.read_exact(&mut len)
-        .map_err(|_| bad("truncated header"))?;
-    let len = u64::from_le_bytes(len);
-    if len > 64 << 20 {
-        return Err(bad("header too large"));
-    }
-    let mut json = vec![0u8; len as usize];
-    r.read_exact(&mut json)
-        .map_err(|_| bad("truncated header"))?;
+    let (mut r, json) = open_header(path)?;
     let h: OwnedHeader =
         serde_json::from_slice(&json).map_err(|e| bad(&format!("bad header: {e}")))?;
     if let Some(why) = h.key.mismatch(want) {
