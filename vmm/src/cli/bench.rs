@@ -208,39 +208,31 @@ fn soak(
         let jobs = jobs
             .map(|j| j as usize)
             .unwrap_or_else(|| super::run::default_jobs(scn.guest.vcpus));
-        let failed = std::sync::Mutex::new(None);
         let work = |i: usize| {
             if crate::boot::interrupted() {
-                return None;
+                return Ok(None);
             }
-            match p.run_once(i, 1 + i as u64, None) {
-                Ok(mut r) => {
-                    // Keep only what the summary needs: the soak's own
-                    // bookkeeping must not look like the VMM's growth.
-                    r.events = Vec::new();
-                    r.diagram = String::new();
-                    r.report = None;
-                    Some(r)
-                }
-                Err(e) => {
-                    crate::boot::stop_runs(format!("run {i}: {e}"));
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
-                    None
-                }
-            }
+            p.run_once(i, 1 + i as u64, None).map(|mut r| {
+                // Keep only what the summary needs: the soak's own
+                // bookkeeping must not look like the VMM's growth.
+                r.events = Vec::new();
+                r.diagram = String::new();
+                r.report = None;
+                Some(r)
+            })
         };
-        crate::scenario::parallel::in_order(runs, jobs, work, |_, r| {
-            let (rss, fds, threads) = resources();
-            let pages = r.restore.as_ref().map(|x| x.pages).unwrap_or(0);
-            rows.push((r.seconds, rss, fds, threads, pages));
-            rs.push(r);
-        });
-        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e.into());
-        }
+        crate::scenario::parallel::try_in_order(
+            runs,
+            jobs,
+            |i| format!("run {i}"),
+            work,
+            |_, r| {
+                let (rss, fds, threads) = resources();
+                let pages = r.restore.as_ref().map(|x| x.pages).unwrap_or(0);
+                rows.push((r.seconds, rss, fds, threads, pages));
+                rs.push(r);
+            },
+        )?;
         let n = rows.len();
         if n < 10 {
             break;

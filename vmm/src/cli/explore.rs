@@ -249,24 +249,19 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
                 (arms, triggers)
             })
             .collect();
-        let failed = std::sync::Mutex::new(None);
         let work = |k: usize| {
             let r = run + k;
-            match p.run_with(r, a.seed + r as u64, None, &plans[k].1, &no_goal) {
-                Ok(res) if matches!(res.verdict, Verdict::Interrupted) => None,
-                Ok(res) => Some(res),
-                Err(e) => {
-                    crate::boot::stop_runs(format!("run {r}: {e}"));
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
-                    None
-                }
-            }
+            p.run_with(r, a.seed + r as u64, None, &plans[k].1, &no_goal)
+                .map(|res| (!matches!(res.verdict, Verdict::Interrupted)).then_some(res))
         };
         let mut got = Vec::new();
-        crate::scenario::parallel::in_order(batch, jobs, work, |k, res| got.push((k, res)));
+        let ran = crate::scenario::parallel::try_in_order(
+            batch,
+            jobs,
+            |k| format!("run {}", run + k),
+            work,
+            |k, res| got.push((k, res)),
+        );
         // Only the batch's first runs without a gap are kept (a run after
         // an interrupted one is redone next time, with its own seed).
         let mut recorded = 0;
@@ -294,9 +289,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
             }
             bar.inc(1);
         }
-        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e.into());
-        }
+        ran?;
         if recorded < batch {
             break;
         }
@@ -402,27 +395,19 @@ fn confirm(
         }
         let batch = jobs.min(explore::CONFIRM_RUNS - runs);
         let first = runs;
-        let failed = std::sync::Mutex::new(None);
         let work = |k: usize| {
             let i = first + k;
-            match p.run_with(i, base + i as u64, None, &triggers, &goal) {
-                Ok(r) if matches!(r.verdict, Verdict::Interrupted) => None,
-                Ok(r) => Some(r),
-                Err(e) => {
-                    crate::boot::stop_runs(format!("confirmation run {i}: {e}"));
-                    failed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert(e);
-                    None
-                }
-            }
+            p.run_with(i, base + i as u64, None, &triggers, &goal)
+                .map(|r| (!matches!(r.verdict, Verdict::Interrupted)).then_some(r))
         };
         let mut got = Vec::new();
-        crate::scenario::parallel::in_order(batch, jobs, work, |k, r| got.push((k, r)));
-        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(e.into());
-        }
+        crate::scenario::parallel::try_in_order(
+            batch,
+            jobs,
+            |k| format!("confirmation run {}", first + k),
+            work,
+            |k, r| got.push((k, r)),
+        )?;
         if got.len() < batch || got.iter().enumerate().any(|(j, (k, _))| j != *k) {
             return Ok(None);
         }

@@ -92,60 +92,55 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
         .jobs
         .map(|j| j as usize)
         .unwrap_or_else(|| super::run::default_jobs(p.scenario.guest.vcpus));
-    let failed = std::sync::Mutex::new(None);
     let work = |k: usize| {
         let (i, seed) = (k / a.runs, a.seed + k as u64);
         if crate::boot::interrupted() {
-            return None;
+            return Ok(None);
         }
-        match p.run_with(k, seed, None, &specs[i], &p.scenario.goal) {
-            Ok(r) if matches!(r.verdict, crate::boot::verdict::Verdict::Interrupted) => None,
-            Ok(r) => Some(r),
-            Err(e) => {
-                crate::boot::stop_runs(format!("run {k}: {e}"));
-                failed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_or_insert(e);
-                None
-            }
-        }
+        p.run_with(k, seed, None, &specs[i], &p.scenario.goal)
+            .map(|r| {
+                (!matches!(r.verdict, crate::boot::verdict::Verdict::Interrupted)).then_some(r)
+            })
     };
     let mut write_err = None;
     let mut pr = PointResult::default();
     let mut at = 0;
-    crate::scenario::parallel::in_order(specs.len() * a.runs, jobs, work, |k, res| {
-        let (i, seed) = (k / a.runs, a.seed + k as u64);
-        if i != at {
-            results.push(std::mem::take(&mut pr));
-            at = i;
-        }
-        let (valid, crash) = res.judged();
-        crashes += crash.is_some() as usize;
-        pr.add(valid, crash, res.goal_reached, res.seconds);
-        if let Some(w) = json.as_mut() {
-            let line = serde_json::json!({
-                "param": vary.name, "point": vary.points[i], "seed": seed,
-                "valid": valid, "verdict": res.verdict, "goal_reached": res.goal_reached,
-                "fired": res.fired, "seconds": res.seconds,
-            });
-            if let Err(e) = writeln!(w, "{line}").and_then(|_| w.flush()) {
-                crate::boot::stop_runs(format!("--json: {e}"));
-                write_err.get_or_insert(e);
+    let ran = crate::scenario::parallel::try_in_order(
+        specs.len() * a.runs,
+        jobs,
+        |k| format!("run {k}"),
+        work,
+        |k, res| {
+            let (i, seed) = (k / a.runs, a.seed + k as u64);
+            if i != at {
+                results.push(std::mem::take(&mut pr));
+                at = i;
             }
-        }
-        bar.set_message(format!("{crashes} crashes; at {}", vary.points[i]));
-        bar.inc(1);
-    });
+            let (valid, crash) = res.judged();
+            crashes += crash.is_some() as usize;
+            pr.add(valid, crash, res.goal_reached, res.seconds);
+            if let Some(w) = json.as_mut() {
+                let line = serde_json::json!({
+                    "param": vary.name, "point": vary.points[i], "seed": seed,
+                    "valid": valid, "verdict": res.verdict, "goal_reached": res.goal_reached,
+                    "fired": res.fired, "seconds": res.seconds,
+                });
+                if let Err(e) = writeln!(w, "{line}").and_then(|_| w.flush()) {
+                    crate::boot::stop_runs(format!("--json: {e}"));
+                    write_err.get_or_insert(e);
+                }
+            }
+            bar.set_message(format!("{crashes} crashes; at {}", vary.points[i]));
+            bar.inc(1);
+        },
+    );
     if pr.runs > 0 {
         results.push(pr);
     }
     if let Some(e) = write_err {
         return Err(UsageError(format!("--json: {e}")));
     }
-    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e.into());
-    }
+    ran?;
     bar.finish_and_clear();
     let interrupted = crate::boot::interrupted();
     print_table(&vary, &results, &p.kernel_name);

@@ -73,6 +73,36 @@ pub fn in_order<T: Send>(
     });
 }
 
+/// [`in_order`] for runs that can fail: `work` gives `Ok(None)` for a run
+/// that ended without a result (interrupted). A failure stops the runs
+/// (`boot::stop_runs`, with `what(i)` and the error); every run that
+/// finished still reaches `sink`, and then the first failure is returned.
+pub fn try_in_order<T: Send, E: Send + std::fmt::Display>(
+    n: usize,
+    jobs: usize,
+    what: impl Fn(usize) -> String + Sync,
+    work: impl Fn(usize) -> Result<Option<T>, E> + Sync,
+    sink: impl FnMut(usize, T),
+) -> Result<(), E> {
+    let failed = std::sync::Mutex::new(None);
+    let run = |i: usize| match work(i) {
+        Ok(t) => t,
+        Err(e) => {
+            crate::boot::stop_runs(format!("{}: {e}", what(i)));
+            failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(e);
+            None
+        }
+    };
+    in_order(n, jobs, run, sink);
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
