@@ -563,3 +563,48 @@ fn inlined_functions_resolve_to_their_copies() {
         ));
     }
 }
+
+/// `portable_site` names an instruction in the pattern language, with the
+/// struct the DWARF and the loads before it give the base register: the
+/// seed's hand-written sites come back as themselves (the task's state
+/// store through `current`, a per-cpu pointer; the waker's through its
+/// parameter `p`), and a member of a pointer loaded from a member
+/// (`p->sched_class->task_woken`) is named so. Every stall point of the
+/// functions explore searches for the seed gets a name that resolves back
+/// to exactly its address, and most get a portable one.
+#[test]
+fn portable_names() {
+    let syms = reverted();
+    let round_trip = |site: &str| {
+        let s = one(syms, site);
+        let p = syms.portable_site(s.addr).unwrap();
+        assert!(p.portable, "{site}: {p:?}");
+        assert_eq!(p.site, site, "the name of {site} at {:#x}", s.addr);
+    };
+    round_trip("rwsem_down_read_slowpath/store:task_struct.__state#1");
+    round_trip("rwsem_down_read_slowpath/store:task_struct.__state#1/next");
+    round_trip("ttwu_do_wakeup/store:task_struct.__state");
+    round_trip("ttwu_do_wakeup/call:check_preempt_curr");
+    round_trip("ttwu_do_wakeup/load:sched_class.task_woken#1");
+    // A function's entry is its name; a clone's base name finds it.
+    let f = syms.function("ttwu_do_wakeup").unwrap();
+    assert_eq!(syms.portable_site(f.addr).unwrap().site, "ttwu_do_wakeup");
+    let (mut all, mut portable) = (0, 0);
+    for name in [
+        "rwsem_down_read_slowpath",
+        "ttwu_do_wakeup",
+        "try_to_wake_up",
+    ] {
+        let f = syms.function(name).unwrap();
+        for pt in syms.stall_points(&f).unwrap() {
+            let p = syms.portable_site(pt.addr).unwrap();
+            let back = syms.resolve(&p.site).unwrap();
+            assert_eq!(back.len(), 1, "{} ({}) -> {back:?}", p.site, pt.site);
+            assert_eq!(back[0].addr, pt.addr, "{} ({})", p.site, pt.site);
+            all += 1;
+            portable += p.portable as usize;
+        }
+    }
+    eprintln!("{portable} of {all} stall points have a portable name");
+    assert!(portable * 10 >= all * 8, "{portable} of {all}");
+}

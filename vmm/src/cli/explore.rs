@@ -5,7 +5,7 @@ use super::UsageError;
 use crate::boot::verdict::Verdict;
 use crate::debug::symbols::{Class, Symbols};
 use crate::scenario::explore::{self, Config, Explorer, Header, Point, Strategy};
-use crate::scenario::{runner, Goal, Scenario};
+use crate::scenario::{runner, travel, Goal, Scenario};
 use crate::stall::spec::Duration2;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, Write};
@@ -77,6 +77,13 @@ pub struct ExploreArgs {
     /// than with 1. Confirmations decide the same whatever N.
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub jobs: Option<u64>,
+    /// With --emit: runs of the emitted scenario on every kernel variant
+    /// where its sites resolve (with injection), and on the explored kernel
+    /// without; 0 skips. The exit status is 1 unless it holds: every site
+    /// resolves on each variant of the explored kernel's base, at least 90%
+    /// wanted crashes where the variant expects a crash, none elsewhere.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub verify: usize,
     /// Rows of the ranking to print.
     #[arg(long, default_value_t = 12)]
     pub top: usize,
@@ -125,6 +132,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         .map_err(|e| UsageError(format!("{}: {e}", scn.path.display())))?;
     // Absolute: the emitted scenario lives elsewhere.
     let scenario_dir = scn.dir().canonicalize().unwrap_or_else(|_| scn.dir());
+    let scn_copy = scn.clone();
     let p = runner::prepare(scn, &a.kernel, true, true)?;
     let syms = p
         .symbols()
@@ -307,36 +315,20 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
     if let Some(path) = &a.emit {
         match ex.best_confirmed(&want) {
             Some(c) => {
-                let (lo, hi) = c.ci95();
-                let comment = format!(
-                    "Found by `preemptor explore` on kernel {} ({} runs, seed {}), confirmed:\n{} of {} runs of exactly this scenario crashed ({:.0}%, 95% CI {:.0}-{:.0}%); titles: {}\nDurations: the longest of the crashing exploration runs' draws.",
-                    p.kernel_name,
-                    ex.runs.len(),
-                    a.seed,
-                    c.crashes,
-                    c.runs,
-                    c.rate() * 100.0,
-                    lo * 100.0,
-                    hi * 100.0,
-                    c.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect::<Vec<_>>().join("; ")
-                );
-                let text = explore::emit_scenario(
+                let held = emit(
+                    &a,
+                    path,
+                    &p,
+                    &ex,
+                    c,
+                    &scn_copy,
                     &scenario_text,
                     &scenario_dir,
-                    &ex.emit_triggers(&c.confirm),
-                    &comment,
-                )
-                .map_err(UsageError)?;
-                std::fs::write(path, text)
-                    .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-                println!(
-                    "emitted: {} (confirmed {}/{}; try: preemptor run {} --kernel {} --runs 20)",
-                    path.display(),
-                    c.crashes,
-                    c.runs,
-                    path.display(),
-                    p.kernel_name
-                );
+                    &want,
+                )?;
+                if !held && !crate::boot::interrupted() {
+                    status = 1;
+                }
             }
             None => {
                 let refuted = ex.confirmations.iter().filter(|c| !c.confirmed).count();
@@ -357,6 +349,234 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         }
     }
     Ok(status)
+}
+
+/// Writes the confirmed finding as a scenario whose sites survive rebuilds,
+/// checks each site on every kernel variant, and with `--verify N` runs it
+/// there. Whether the verification holds (true without one).
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    a: &ExploreArgs,
+    path: &Path,
+    p: &runner::Prepared,
+    ex: &Explorer,
+    c: &explore::Confirmation,
+    scn: &Scenario,
+    scenario_text: &str,
+    scenario_dir: &Path,
+    want: &regex::Regex,
+) -> Result<bool, UsageError> {
+    let syms = p
+        .symbols()
+        .ok_or_else(|| UsageError("explore needs the kernel's vmlinux".into()))?;
+    let mut triggers = ex.emit_triggers(&c.confirm);
+    let addrs: Vec<u64> = std::iter::once(c.confirm.p.0)
+        .chain(c.confirm.s.map(|s| s.0))
+        .map(|i| ex.points[i].addr)
+        .collect();
+    let names = travel::portable(syms, &mut triggers, &addrs);
+    let checks = travel::check_variants(scn, &names);
+    let (lo, hi) = c.ci95();
+    let mut comment = format!(
+        "Found by `preemptor explore` on kernel {} ({} runs, seed {}), confirmed:\n{} of {} runs of exactly this scenario crashed ({:.0}%, 95% CI {:.0}-{:.0}%); titles: {}\nDurations: the longest of the crashing exploration runs' draws.\nSites (named to survive rebuilds; as explored on {}):\n",
+        p.kernel_name,
+        ex.runs.len(),
+        a.seed,
+        c.crashes,
+        c.runs,
+        c.rate() * 100.0,
+        lo * 100.0,
+        hi * 100.0,
+        c.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect::<Vec<_>>().join("; "),
+        p.kernel_name,
+    );
+    for n in &names {
+        comment.push_str(&format!(
+            "  {}: {} = {} ({}{})\n",
+            n.trigger,
+            n.site,
+            n.raw,
+            n.location.as_deref().unwrap_or("?"),
+            if n.portable {
+                String::new()
+            } else {
+                "; no portable name: an offset into this build only".into()
+            }
+        ));
+    }
+    comment.push_str("Checked on every kernel variant:\n");
+    for k in &checks {
+        comment.push_str(&format!(
+            "  {} {}: {}\n",
+            k.kernel,
+            k.trigger,
+            match &k.outcome {
+                Ok(r) => format!("{} ({})", r.at, r.location.as_deref().unwrap_or("?")),
+                Err(e) => format!("DOES NOT RESOLVE: {e}"),
+            }
+        ));
+    }
+    let text = explore::emit_scenario(scenario_text, scenario_dir, &triggers, &comment)
+        .map_err(UsageError)?;
+    std::fs::write(path, text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    println!(
+        "emitted: {} (confirmed {}/{}; try: preemptor run {} --kernel {} --runs 20)",
+        path.display(),
+        c.crashes,
+        c.runs,
+        path.display(),
+        p.kernel_name
+    );
+    println!("\nits sites on every kernel variant:");
+    let w = checks.iter().map(|k| k.kernel.len()).max().unwrap_or(6);
+    for k in &checks {
+        let site = names
+            .iter()
+            .find(|n| n.trigger == k.trigger)
+            .map(|n| n.site.as_str())
+            .unwrap_or("?");
+        match &k.outcome {
+            Ok(r) => println!(
+                "  {:<w$}  {:<9} {site} -> {} ({})",
+                k.kernel,
+                k.trigger,
+                r.at,
+                r.location.as_deref().unwrap_or("?")
+            ),
+            Err(e) => println!(
+                "  {:<w$}  {:<9} {site} DOES NOT RESOLVE: {e}",
+                k.kernel, k.trigger
+            ),
+        }
+    }
+    if a.verify == 0 {
+        return Ok(true);
+    }
+    // Only where every site resolves: elsewhere the scenario cannot run.
+    let mut kernels: Vec<String> = Vec::new();
+    for k in &checks {
+        if !kernels.contains(&k.kernel) {
+            kernels.push(k.kernel.clone());
+        }
+    }
+    kernels.retain(|v| {
+        checks
+            .iter()
+            .filter(|k| k.kernel == *v)
+            .all(|k| k.outcome.is_ok())
+    });
+    let emitted = Scenario::load(path)?;
+    let plan = |kernels: Vec<String>, inject: bool| super::run::Plan {
+        scenario: emitted.clone(),
+        kernels,
+        modes: vec![inject],
+        runs: a.verify,
+        seed: a.seed,
+        expect: None,
+        out: None,
+        snapshot: true,
+        snapshot_file: None,
+        verify_restore: false,
+        full_reports: false,
+        quiet: true,
+        gdb: Default::default(),
+        preempt: None,
+        jobs: a.jobs.map(|j| j as usize),
+    };
+    eprintln!(
+        "preemptor: verifying the emitted scenario: {} runs injected on {} and without injection on {}",
+        a.verify,
+        kernels.join(", "),
+        p.kernel_name
+    );
+    let mut results = super::run::execute(&plan(kernels, true))?;
+    if !crate::boot::stopped() {
+        results.extend(super::run::execute(&plan(
+            vec![p.kernel_name.clone()],
+            false,
+        ))?);
+    }
+    let variants = emitted.variants();
+    // A site must resolve on every variant of the explored kernel's base
+    // (the fixed kernel above all); another base (the next release) may
+    // have lost the function or the statement: that is said, not failed.
+    let base_of = |k: &str| {
+        variants
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.base.clone())
+    };
+    let home = base_of(&p.kernel_name);
+    let mut unresolved: Vec<String> = Vec::new();
+    let mut elsewhere: Vec<String> = Vec::new();
+    for k in checks.iter().filter(|k| k.outcome.is_err()) {
+        let list = if home.is_none() || base_of(&k.kernel) == home {
+            &mut unresolved
+        } else {
+            &mut elsewhere
+        };
+        if !list.contains(&k.kernel) {
+            list.push(k.kernel.clone());
+        }
+    }
+    let mut held = unresolved.is_empty();
+    for r in &mut results {
+        let expect = variants
+            .iter()
+            .find(|(n, _)| *n == r.kernel)
+            .and_then(|(_, v)| v.expect)
+            .filter(|_| r.inject);
+        r.expect = Some(expect.unwrap_or(crate::scenario::Expect::Clean));
+        r.ok = verified(&r.summary, expect, want);
+        held &= r.ok;
+    }
+    println!("\nverification (crash expected: at least 90% of conclusive runs with a wanted title; clean: none):");
+    super::run::print_table(&results);
+    if !elsewhere.is_empty() {
+        println!(
+            "does not travel to {} (another kernel base: a site does not resolve there, see above)",
+            elsewhere.join(", ")
+        );
+    }
+    if !unresolved.is_empty() {
+        println!(
+            "verification FAILS: a site does not resolve on {} (same kernel base as {})",
+            unresolved.join(", "),
+            p.kernel_name
+        );
+    } else {
+        println!(
+            "verification {}",
+            if held {
+                "holds"
+            } else {
+                "FAILS (see the table)"
+            }
+        );
+    }
+    Ok(held)
+}
+
+/// The emitted scenario's bar on one kernel and mode: where a crash is
+/// expected, at least 90% of its runs crash with a wanted title (and 90%
+/// are conclusive); elsewhere none crashes.
+fn verified(
+    s: &runner::Summary,
+    expect: Option<crate::scenario::Expect>,
+    want: &regex::Regex,
+) -> bool {
+    match expect {
+        Some(crate::scenario::Expect::Crash) => {
+            let wanted: usize = s
+                .titles
+                .iter()
+                .filter(|(t, _)| want.is_match(t))
+                .map(|(_, n)| n)
+                .sum();
+            s.conclusive * 10 >= s.runs * 9 && wanted * 10 >= s.conclusive * 9 && s.conclusive > 0
+        }
+        _ => s.crashes == 0 && s.conclusive > 0,
+    }
 }
 
 fn write_line<T: serde::Serialize>(w: &mut std::fs::File, rec: &T) -> Result<(), UsageError> {

@@ -19,6 +19,11 @@ pub struct SymbolsArgs {
     /// names match SITE as a glob (`rwsem_*`).
     #[arg(long, conflicts_with = "disasm")]
     pub stall_points: bool,
+    /// Also name each address in the site language that survives rebuilds
+    /// (`FUNC/store:STRUCT.MEMBER#N`, `FUNC/call:SYM`, ...), as
+    /// `explore --emit` writes it.
+    #[arg(long)]
+    pub portable: bool,
 }
 
 pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
@@ -37,11 +42,12 @@ pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
             println!("{} ({} bytes): {} stall points", f.name, f.size, pts.len());
             for p in pts {
                 println!(
-                    "  {:#x} {:<40} {:<7} {}",
+                    "  {:#x} {:<40} {:<7} {}{}",
                     p.addr,
                     p.site,
                     format!("{:?}", p.class).to_lowercase(),
-                    p.location.as_deref().unwrap_or("?")
+                    p.location.as_deref().unwrap_or("?"),
+                    portable(&syms, p.addr, a.portable)
                 );
             }
         }
@@ -81,7 +87,7 @@ pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
     }
     for s in &sites {
         println!(
-            "{:#x} {}+{:#x} {} {}{}",
+            "{:#x} {}+{:#x} {} {}{}{}",
             s.addr,
             s.function,
             s.offset,
@@ -90,7 +96,8 @@ pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
             s.inlined
                 .as_ref()
                 .map(|i| format!(" [{i}]"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            portable(&syms, s.addr, a.portable)
         );
     }
     if a.disasm {
@@ -141,4 +148,16 @@ pub fn run(a: SymbolsArgs) -> Result<i32, UsageError> {
         }
     }
     Ok(0)
+}
+
+/// ` = SITE`, the portable name of `addr`, when asked for.
+fn portable(syms: &Symbols, addr: u64, asked: bool) -> String {
+    if !asked {
+        return String::new();
+    }
+    match syms.portable_site(addr) {
+        Ok(p) if p.portable => format!("  = {}", p.site),
+        Ok(_) => "  = (no portable name on this build)".into(),
+        Err(e) => format!("  = ({e})"),
+    }
 }

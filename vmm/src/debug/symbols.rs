@@ -39,6 +39,7 @@
 mod dwarf;
 mod elf;
 mod insn;
+mod portable;
 mod site;
 
 use std::collections::hash_map::Entry;
@@ -51,6 +52,7 @@ use iced_x86::{Instruction, InstructionInfoFactory};
 use serde::Serialize;
 
 pub use insn::Class;
+pub use portable::Portable;
 pub use site::{Pattern, SiteSpec};
 
 use dwarf::{Dwarf, MemberError};

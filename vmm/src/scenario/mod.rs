@@ -7,6 +7,7 @@ pub mod parallel;
 pub mod runner;
 pub mod suite;
 pub mod sweep;
+pub mod travel;
 
 use crate::stall::TriggerSpec;
 use serde::Deserialize;

@@ -97,48 +97,86 @@ pub(super) enum Access {
     Write,
 }
 
-/// Whether `instr` reads or writes memory at `[reg + disp]` where `reg`
-/// could hold a struct pointer. Stack (`%rsp`, and `%rbp`, the frame
-/// pointer in this kernel) and `%rip` bases, indexed operands and
-/// `%fs:`/`%gs:` (per-cpu) operands are not struct member accesses.
-pub(super) fn accesses_member(
+/// One struct member access of an instruction: `[base + disp]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct MemberAccess {
+    pub disp: u64,
+    pub read: bool,
+    pub write: bool,
+    /// The base register in DWARF numbering (see `dwarf::ScopeVar`).
+    pub dwarf_reg: Option<u16>,
+}
+
+/// The memory operands of `instr` at `[reg + disp]` where `reg` could hold
+/// a struct pointer. Stack (`%rsp`, and `%rbp`, the frame pointer in this
+/// kernel) and `%rip` bases, indexed operands and `%fs:`/`%gs:` (per-cpu)
+/// operands are not struct member accesses.
+pub(super) fn member_accesses(
     factory: &mut InstructionInfoFactory,
     instr: &Instruction,
-    disp: u64,
-    access: Access,
-) -> bool {
+) -> Vec<MemberAccess> {
     if instr.is_invalid() {
-        return false;
+        return Vec::new();
     }
-    factory.info(instr).used_memory().iter().any(|m| {
-        let struct_base = !matches!(
-            m.base(),
-            Register::None
-                | Register::RSP
-                | Register::RBP
-                | Register::RIP
-                | Register::ESP
-                | Register::EBP
-                | Register::EIP
-        );
-        let wanted = match access {
-            Access::Write => matches!(
+    factory
+        .info(instr)
+        .used_memory()
+        .iter()
+        .filter(|m| {
+            !matches!(
+                m.base(),
+                Register::None
+                    | Register::RSP
+                    | Register::RBP
+                    | Register::RIP
+                    | Register::ESP
+                    | Register::EBP
+                    | Register::EIP
+            ) && m.index() == Register::None
+                && !matches!(m.segment(), Register::FS | Register::GS)
+        })
+        .map(|m| MemberAccess {
+            disp: m.displacement(),
+            read: matches!(
+                m.access(),
+                OpAccess::Read | OpAccess::CondRead | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            ),
+            write: matches!(
                 m.access(),
                 OpAccess::Write
                     | OpAccess::CondWrite
                     | OpAccess::ReadWrite
                     | OpAccess::ReadCondWrite
             ),
-            Access::Read => matches!(
-                m.access(),
-                OpAccess::Read | OpAccess::CondRead | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-            ),
-        };
-        struct_base
-            && wanted
-            && m.index() == Register::None
-            && !matches!(m.segment(), Register::FS | Register::GS)
-            && m.displacement() == disp
+            dwarf_reg: dwarf_register(m.base()),
+        })
+        .collect()
+}
+
+/// x86-64 DWARF register numbers of the general-purpose registers.
+pub(super) fn dwarf_register(r: Register) -> Option<u16> {
+    use Register::*;
+    let order = [
+        RAX, RDX, RCX, RBX, RSI, RDI, RBP, RSP, R8, R9, R10, R11, R12, R13, R14, R15,
+    ];
+    let full = r.full_register();
+    order.iter().position(|&x| x == full).map(|i| i as u16)
+}
+
+/// Whether `instr` reads or writes memory at `[reg + disp]` where `reg`
+/// could hold a struct pointer (see [`member_accesses`]).
+pub(super) fn accesses_member(
+    factory: &mut InstructionInfoFactory,
+    instr: &Instruction,
+    disp: u64,
+    access: Access,
+) -> bool {
+    member_accesses(factory, instr).iter().any(|m| {
+        m.disp == disp
+            && match access {
+                Access::Write => m.write,
+                Access::Read => m.read,
+            }
     })
 }
 
