@@ -23,13 +23,20 @@ pub struct ExploreArgs {
     /// Where to stall: functions or globs (`try_to_wake_up`, `rwsem_*`), or
     /// source line ranges (`kernel/sched/core.c:3600-3700`); comma-separated
     /// or repeated. Each becomes its stall points (`symbols --stall-points`).
+    /// With --from-report, added to the report's functions.
     #[arg(
         long,
         value_name = "FUNC|GLOB|FILE:A-B",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "from_report"
     )]
     pub sites: Vec<String>,
+    /// A crash report (a console log, a run's `console.log`, a syzbot
+    /// report): the functions of its crash stack (and of its allocation
+    /// and free stacks) become the sites, minus entry, locking, printk,
+    /// allocator and reporting frames; --want defaults to its title.
+    #[arg(long, value_name = "FILE")]
+    pub from_report: Option<PathBuf>,
     /// Only stall points of these classes (entry, load, store, atomic, call).
     #[arg(long, value_delimiter = ',')]
     pub class: Vec<String>,
@@ -91,8 +98,12 @@ pub struct ExploreArgs {
 
 pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
     let scn = Scenario::load(&a.scenario)?;
-    let want = regex::Regex::new(a.want.as_deref().unwrap_or(""))
-        .map_err(|e| UsageError(format!("--want: {e}")))?;
+    if let Some(f) = &a.from_report {
+        std::fs::metadata(f).map_err(|e| UsageError(format!("{}: {e}", f.display())))?;
+    }
+    if let Some(w) = &a.want {
+        regex::Regex::new(w).map_err(|e| UsageError(format!("--want: {e}")))?;
+    }
     if !(0.0..=1.0).contains(&a.probability) {
         return Err(UsageError("--probability must be in 0..=1".into()));
     }
@@ -137,7 +148,33 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
     let syms = p
         .symbols()
         .ok_or_else(|| UsageError("explore needs the kernel's vmlinux".into()))?;
-    let mut points = candidate_points(syms, &a.sites)?;
+    // The report is read with the explored kernel's symbols: its frames
+    // then include the functions inlined there.
+    let report = match &a.from_report {
+        Some(f) => {
+            let raw = std::fs::read_to_string(f)
+                .map_err(|e| UsageError(format!("{}: {e}", f.display())))?
+                .replace('\r', "");
+            let (_, r) = super::report::classify_text(&raw, Some(syms));
+            Some(r.ok_or_else(|| {
+                UsageError(format!("{}: no kernel crash report in it", f.display()))
+            })?)
+        }
+        None => None,
+    };
+    let want_default = report
+        .as_ref()
+        .map(|r| format!("^{}$", regex::escape(&r.title)))
+        .unwrap_or_default();
+    let want = regex::Regex::new(a.want.as_deref().unwrap_or(&want_default))
+        .map_err(|e| UsageError(format!("--want: {e}")))?;
+    let mut sites = a.sites.clone();
+    if let Some(r) = &report {
+        let mut from = report_sites(syms, r, &want);
+        from.retain(|f| !sites.contains(f));
+        sites.splice(0..0, from);
+    }
+    let mut points = candidate_points(syms, &sites)?;
     if !classes.is_empty() {
         points.retain(|p| classes.contains(&p.class));
     }
@@ -652,6 +689,55 @@ fn confirm(
         confirmed,
         seconds: t0.elapsed().as_secs_f64(),
     }))
+}
+
+/// The functions of a crash report that are functions of this kernel, in
+/// the report's order; prints what was taken and what was left out.
+fn report_sites(syms: &Symbols, r: &crate::report::Report, want: &regex::Regex) -> Vec<String> {
+    use crate::report::Stack;
+    let f = crate::report::frames(&r.text);
+    println!("from the report: {} (--want {})", r.title, want.as_str());
+    let mut out: Vec<String> = Vec::new();
+    let mut inlined: Vec<String> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for (stack, what) in [
+        (Stack::Crash, "crash stack"),
+        (Stack::Alloc, "allocated"),
+        (Stack::Free, "freed"),
+    ] {
+        let names = f.on(stack);
+        if names.is_empty() {
+            continue;
+        }
+        println!("  {what}: {}", names.join(", "));
+        for n in names {
+            let n = n.to_string();
+            if out.contains(&n) || inlined.contains(&n) || missing.contains(&n) {
+                continue;
+            }
+            if syms.function(&n).is_ok() {
+                out.push(n);
+            } else if syms.inlined(&n).is_ok_and(|v| !v.is_empty()) {
+                inlined.push(n);
+            } else {
+                missing.push(n);
+            }
+        }
+    }
+    if !f.generic.is_empty() {
+        println!("  left out as generic: {}", f.generic.join(", "));
+    }
+    if !inlined.is_empty() {
+        println!(
+            "  inlined in this kernel (the points of the functions they are inlined into cover them): {}",
+            inlined.join(", ")
+        );
+    }
+    if !missing.is_empty() {
+        println!("  not functions of this kernel: {}", missing.join(", "));
+    }
+    println!("  sites: {}", out.join(", "));
+    out
 }
 
 /// Stall points of the functions, globs and line ranges given.

@@ -3,7 +3,7 @@ use super::UsageError;
 use crate::debug::symbolize::symbolize_report;
 use crate::debug::symbols::Symbols;
 use crate::devices::console;
-use crate::report::{classify, classify_partial};
+use crate::report::{classify, classify_partial, Report};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -24,29 +24,40 @@ pub struct ReportArgs {
     pub print: bool,
 }
 
+/// The guest text of a console log (raw, or a preemptor console.log) and
+/// its crash, titled as the run titled it: a log that ended where its
+/// title settled is not a damaged report, and with `syms` the report is
+/// symbolized first (file:line, `[inline]` frames).
+pub fn classify_text(raw: &str, syms: Option<&Symbols>) -> (String, Option<Report>) {
+    let mut text = console::guest_text(raw);
+    let classify = if raw.contains(crate::vstate::vcpu::SETTLED_END) {
+        classify_partial
+    } else {
+        classify
+    };
+    if let Some(syms) = syms {
+        if classify(&text).is_some() {
+            text = symbolize_report(&text, syms);
+        }
+    }
+    let r = classify(&text);
+    (text, r)
+}
+
 /// Exit status 1 when any file holds a crash, so scripts can branch on it.
 pub fn run(a: ReportArgs) -> Result<i32, UsageError> {
     let mut any = false;
     for f in &a.files {
         let bytes = std::fs::read(f).map_err(|e| UsageError(format!("{}: {e}", f.display())))?;
         let raw = String::from_utf8_lossy(&bytes).replace('\r', "");
-        let mut text = console::guest_text(&raw);
-        // A run that ended where its title settled logged only that much.
-        let classify = if raw.contains(crate::vstate::vcpu::SETTLED_END) {
-            classify_partial
-        } else {
-            classify
-        };
         // A preemptor log names its vmlinux: title from the symbolized
         // report, as the run did.
         let vmlinux = a.vmlinux.clone().or_else(|| console::log_vmlinux(&raw));
-        if let Some(v) = vmlinux.filter(|v| v.exists()) {
-            let syms = Symbols::load(&v)?;
-            if classify(&text).is_some() {
-                text = symbolize_report(&text, &syms);
-            }
-        }
-        let r = classify(&text);
+        let syms = match vmlinux.filter(|v| v.exists()) {
+            Some(v) => Some(Symbols::load(&v)?),
+            None => None,
+        };
+        let (text, r) = classify_text(&raw, syms.as_ref());
         if a.print {
             print!("{text}");
         }

@@ -12,9 +12,11 @@
 //! A report that lost its stack trace or was cut short is flagged
 //! `corrupted`.
 
+mod frames;
 mod oops;
 mod stack;
 
+pub use frames::{frames, Frames, Stack, GENERIC_FRAMES};
 use oops::{Format, Oops, OOPSES};
 use regex::Regex;
 use serde::Serialize;
