@@ -73,6 +73,9 @@ pub enum BenchWhat {
     /// Runs per hour with 1, 2, 4, ... VMs at once from one snapshot, the
     /// verdict counts at each, and a model for bigger hosts.
     Jobs(super::benchjobs::JobsArgs),
+    /// How reliable explore is: runs to the first wanted crash and to the
+    /// first confirmed finding over several seeds, adaptive vs uniform.
+    Explore(super::benchexplore::ExploreBenchArgs),
     /// Median time to the init's first line: preemptor vs QEMU microvm.
     Boot {
         #[arg(long, default_value = "base")]
@@ -148,6 +151,7 @@ pub fn run(a: BenchArgs) -> Result<i32, UsageError> {
         BenchWhat::Exits { samples } => exits(samples),
         BenchWhat::Peer(a) => super::peer::run(a),
         BenchWhat::Jobs(a) => super::benchjobs::run(a),
+        BenchWhat::Explore(a) => super::benchexplore::run(a),
         BenchWhat::Soak {
             scenario,
             kernels,

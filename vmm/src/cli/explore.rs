@@ -155,22 +155,32 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
             let raw = std::fs::read_to_string(f)
                 .map_err(|e| UsageError(format!("{}: {e}", f.display())))?
                 .replace('\r', "");
-            let (_, r) = super::report::classify_text(&raw, Some(syms));
-            Some(r.ok_or_else(|| {
+            let (text, r) = super::report::classify_text(&raw, Some(syms));
+            let r = r.ok_or_else(|| {
                 UsageError(format!("{}: no kernel crash report in it", f.display()))
-            })?)
+            })?;
+            // The frames from the report's own lines up to its end, `?`
+            // frames included (the classifier's excerpt drops those).
+            let body = &text[r.start.min(text.len())..];
+            let end = crate::report::REPORT_END
+                .iter()
+                .filter_map(|m| body.find(m))
+                .min()
+                .and_then(|i| body[i..].find('\n').map(|n| i + n))
+                .unwrap_or(body.len());
+            Some((r.title.clone(), crate::report::frames(&body[..end])))
         }
         None => None,
     };
     let want_default = report
         .as_ref()
-        .map(|r| format!("^{}$", regex::escape(&r.title)))
+        .map(|(title, _)| format!("^{}$", regex::escape(title)))
         .unwrap_or_default();
     let want = regex::Regex::new(a.want.as_deref().unwrap_or(&want_default))
         .map_err(|e| UsageError(format!("--want: {e}")))?;
     let mut sites = a.sites.clone();
-    if let Some(r) = &report {
-        let mut from = report_sites(syms, r, &want);
+    if let Some((title, frames)) = &report {
+        let mut from = report_sites(syms, title, frames, &want);
         from.retain(|f| !sites.contains(f));
         sites.splice(0..0, from);
     }
@@ -693,10 +703,14 @@ fn confirm(
 
 /// The functions of a crash report that are functions of this kernel, in
 /// the report's order; prints what was taken and what was left out.
-fn report_sites(syms: &Symbols, r: &crate::report::Report, want: &regex::Regex) -> Vec<String> {
+fn report_sites(
+    syms: &Symbols,
+    title: &str,
+    f: &crate::report::Frames,
+    want: &regex::Regex,
+) -> Vec<String> {
     use crate::report::Stack;
-    let f = crate::report::frames(&r.text);
-    println!("from the report: {} (--want {})", r.title, want.as_str());
+    println!("from the report: {title} (--want {})", want.as_str());
     let mut out: Vec<String> = Vec::new();
     let mut inlined: Vec<String> = Vec::new();
     let mut missing: Vec<String> = Vec::new();

@@ -1,6 +1,7 @@
 //! The `preemptor` command line. Exit status: 0 success, 1 the guest
 //! crashed / hung / failed, 2 usage or setup error (one line on stderr).
 pub mod bench;
+pub mod benchexplore;
 pub mod benchjobs;
 pub mod boot;
 pub mod demo;
