@@ -256,3 +256,70 @@ fn binomial_cdf(k: u64, n: u64, p: f64) -> f64 {
     }
     sum
 }
+
+/// `explore --from-report` on a library race of another subsystem (tty):
+/// a crashing run's saved `console.log` gives the sites (the report's
+/// frames, tiocspgrp inlined into tty_jobctrl_ioctl) and the title to
+/// want; the finding is confirmed, emitted with a portable site that
+/// resolves on the fixed kernel too (there at another offset), and
+/// verified: it crashes the reverted kernel, never the fixed one or the
+/// reverted one without injection.
+#[test]
+fn explore_from_a_crash_report() {
+    require_kvm();
+    let scn = "scenarios/tty-tiocspgrp";
+    let dir = tmp("from-report");
+    let out = dir.join("out");
+    let o = preemptor(&[
+        "run",
+        scn,
+        "--kernel",
+        "reverted",
+        "--runs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let console = out.join("reverted-inject/run000/console.log");
+    assert!(console.exists(), "{}", console.display());
+    let toml = dir.join("explored.toml");
+    let o = preemptor(&[
+        "explore",
+        scn,
+        "--kernel",
+        "reverted",
+        "--from-report",
+        console.to_str().unwrap(),
+        "--budget",
+        "300",
+        "--stop-after",
+        "1",
+        "--emit",
+        toml.to_str().unwrap(),
+    ]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("from the report: WARNING: refcount bug in put_pid"),
+        "{text}"
+    );
+    let sites = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("sites: "))
+        .unwrap_or_else(|| panic!("no sites line: {text}"));
+    assert!(sites.contains("tty_jobctrl_ioctl"), "{sites}");
+    assert!(text.contains("inlined in this kernel"), "{text}");
+    assert_eq!(o.status.code(), Some(0), "{text}\n{}", stderr(&o));
+    assert!(text.contains("verification holds"), "{text}");
+    let emitted = std::fs::read_to_string(&toml).unwrap();
+    for site in emitted.lines().filter_map(|l| l.strip_prefix("site = \"")) {
+        assert!(!site.contains('+'), "not portable: {site}");
+    }
+    for k in ["reverted", "fixed"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{k} ")) && l.contains(" -> ")),
+            "{k}: {text}"
+        );
+    }
+}

@@ -750,7 +750,17 @@ fn report_sites(
     if !missing.is_empty() {
         println!("  not functions of this kernel: {}", missing.join(", "));
     }
-    println!("  sites: {}", out.join(", "));
+    let counted: Vec<String> = out
+        .iter()
+        .map(|n| {
+            let k = syms
+                .function(n)
+                .and_then(|f| syms.stall_points(&f))
+                .map_or(0, |p| p.len());
+            format!("{n} ({k} stall points)")
+        })
+        .collect();
+    println!("  sites: {}", counted.join(", "));
     out
 }
 
