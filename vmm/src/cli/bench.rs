@@ -209,9 +209,7 @@ fn soak(
         let expect = p.expectation(None);
         let mut rows: Vec<(f64, u64, usize, usize, usize)> = Vec::new();
         let mut rs = Vec::new();
-        let jobs = jobs
-            .map(|j| j as usize)
-            .unwrap_or_else(|| super::run::default_jobs(scn.guest.vcpus));
+        let jobs = super::run::jobs_or_default(jobs, scn.guest.vcpus);
         let work = |i: usize| {
             if crate::boot::interrupted() {
                 return Ok(None);

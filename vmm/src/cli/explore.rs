@@ -227,10 +227,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
     let done = ex.runs.len();
     let funcs: std::collections::BTreeSet<&str> =
         ex.points.iter().map(|p| p.func.as_str()).collect();
-    let jobs = a
-        .jobs
-        .map(|j| j as usize)
-        .unwrap_or_else(|| super::run::default_jobs(p.scenario.guest.vcpus));
+    let jobs = super::run::jobs_or_default(a.jobs, p.scenario.guest.vcpus);
     eprintln!(
         "preemptor: {} stall points in {} functions, vCPUs {:?}, {} armed per vCPU and run{}{}",
         ex.points.len(),

@@ -137,6 +137,11 @@ pub fn default_jobs(vcpus: usize) -> usize {
     (cores / vcpus.max(1)).max(1)
 }
 
+/// `--jobs` as given, else [`default_jobs`] for a guest of `vcpus`.
+pub fn jobs_or_default(given: Option<u64>, vcpus: usize) -> usize {
+    given.map_or_else(|| default_jobs(vcpus), |j| j as usize)
+}
+
 /// Folders of runs a killed invocation left unfinished (`runNNN.partial`).
 pub fn remove_partial_runs(dir: &Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

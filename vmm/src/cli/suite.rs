@@ -247,10 +247,7 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         if let Some(o) = &a.out {
             super::run::remove_partial_runs(&o.join(&cell.scenario).join(cell_dir(cell)));
         }
-        let jobs = a
-            .jobs
-            .map(|j| j as usize)
-            .unwrap_or_else(|| super::run::default_jobs(p.scenario.guest.vcpus));
+        let jobs = super::run::jobs_or_default(a.jobs, p.scenario.guest.vcpus);
         let pr = &p;
         let work = |k: usize| {
             let i = idx[k];

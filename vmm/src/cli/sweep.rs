@@ -88,10 +88,7 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
     let mut crashes = 0;
     // Point i's run r is item i*runs + r: in order, so a point's runs
     // are contiguous whatever the jobs.
-    let jobs = a
-        .jobs
-        .map(|j| j as usize)
-        .unwrap_or_else(|| super::run::default_jobs(p.scenario.guest.vcpus));
+    let jobs = super::run::jobs_or_default(a.jobs, p.scenario.guest.vcpus);
     let work = |k: usize| {
         let (i, seed) = (k / a.runs, a.seed + k as u64);
         if crate::boot::interrupted() {
