@@ -283,6 +283,7 @@ fn explore_from_a_crash_report() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let console = out.join("reverted-inject/run000/console.log");
     assert!(console.exists(), "{}", console.display());
+    check_chrome_trace(&out.join("reverted-inject/run000"));
     let toml = dir.join("explored.toml");
     let o = preemptor(&[
         "explore",
@@ -322,4 +323,70 @@ fn explore_from_a_crash_report() {
             "{k}: {text}"
         );
     }
+}
+
+/// A kept run's `trace.json` (Chrome trace event format, for Perfetto)
+/// keeps the format's rules and tells what `trace.jsonl` tells: every stall
+/// a slice named by its trigger at the same time, every fire an instant,
+/// one named thread track per vCPU, the crash as a global instant.
+fn check_chrome_trace(run: &std::path::Path) {
+    let t: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("trace.json")).unwrap()).unwrap();
+    let evs = t["traceEvents"].as_array().expect("traceEvents");
+    let mut last = std::collections::HashMap::new();
+    for e in evs {
+        let ph = e["ph"].as_str().expect("ph");
+        assert!(
+            e["name"].is_string() && e["pid"].is_u64() && e["tid"].is_u64(),
+            "{e}"
+        );
+        if ph == "M" {
+            assert!(e["args"]["name"].is_string(), "{e}");
+            continue;
+        }
+        let ts = e["ts"].as_u64().expect("ts");
+        match ph {
+            "X" => assert!(e["dur"].is_u64(), "{e}"),
+            "i" => assert!(matches!(e["s"].as_str(), Some("t" | "p" | "g")), "{e}"),
+            _ => panic!("phase {ph}: {e}"),
+        }
+        let prev = last.insert(e["tid"].as_u64(), ts).unwrap_or(0);
+        assert!(ts >= prev, "time goes back on a track: {e}");
+    }
+    let threads: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["name"] == "thread_name")
+        .filter_map(|e| e["args"]["name"].as_str())
+        .collect();
+    assert_eq!(threads, ["vCPU 0", "vCPU 1"]);
+    let jsonl = std::fs::read_to_string(run.join("trace.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let has = |ph: &str, ts: &serde_json::Value, vcpu: &serde_json::Value, name: &str| {
+        evs.iter().any(|e| {
+            e["ph"] == ph && e["ts"] == *ts && e["tid"] == *vcpu && e["name"].as_str() == Some(name)
+        })
+    };
+    let mut stalls = 0;
+    for l in &lines {
+        let trig = l["trigger"].as_str().unwrap();
+        match l["kind"].as_str().unwrap() {
+            "stall-start" => {
+                stalls += 1;
+                assert!(has("X", &l["t_us"], &l["vcpu"], trig), "no slice for {l}");
+            }
+            "fire" => assert!(
+                has("i", &l["t_us"], &l["vcpu"], &format!("fire {trig}")),
+                "{l}"
+            ),
+            _ => {}
+        }
+    }
+    assert!(stalls > 0, "the run stalls: {jsonl}");
+    assert!(
+        evs.iter().any(|e| e["cat"] == "crash" && e["s"] == "g"),
+        "the crash is on the timeline"
+    );
 }

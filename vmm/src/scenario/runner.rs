@@ -691,6 +691,7 @@ impl Prepared {
                     kind: EventKind::Stack,
                     trigger: st.why.clone(),
                     detail: st.summary(),
+                    dur_us: None,
                 });
             }
         }
@@ -728,6 +729,27 @@ impl Prepared {
                 (
                     "trace.jsonl",
                     engine.as_ref().map(|e| e.trace.to_json_lines()),
+                ),
+                // The same story for Perfetto and chrome://tracing.
+                (
+                    "trace.json",
+                    engine.as_ref().map(|_| {
+                        let end = crate::stall::chrome::End {
+                            t_us: (r.seconds * 1e6) as u64,
+                            crash: match &r.verdict {
+                                Verdict::Crash { title, .. } => Some(title.clone()),
+                                _ => None,
+                            },
+                        };
+                        let name = format!("{} on {}", self.scenario.name, self.kernel_name);
+                        crate::stall::chrome::chrome_trace(
+                            &r.events,
+                            self.scenario.guest.vcpus,
+                            &name,
+                            &end,
+                        )
+                        .to_string()
+                    }),
                 ),
                 (
                     "verdict.json",

@@ -879,12 +879,13 @@ impl DebugHandler for Engine {
     }
 
     fn on_preempt(&self, ctx: &mut VcpuCtx<'_>, d: Duration) {
-        self.trace.record(
+        self.trace.record_span(
             ctx.elapsed(),
             ctx.index,
             EventKind::Preempt,
             "preempt",
             format!("{d:?}"),
+            Some(d),
         );
         self.wait(ctx, Instant::now() + d, |_| false);
     }

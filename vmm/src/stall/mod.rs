@@ -4,6 +4,7 @@
 //! [`DebugHandler`](crate::vstate::DebugHandler): a stall is the handler
 //! not returning, so the vCPU stays out of `KVM_RUN` while the others run —
 //! what a hypervisor preempting it, or an SMI, does.
+pub mod chrome;
 pub mod engine;
 pub mod spec;
 pub mod trace;

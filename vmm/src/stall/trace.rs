@@ -34,6 +34,10 @@ pub struct Event {
     pub kind: EventKind,
     pub trigger: String,
     pub detail: String,
+    /// How long the event lasted, where it is a span recorded at its start
+    /// (a preemption hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dur_us: Option<u64>,
 }
 
 /// Bounded: plain hits of a hot site (try_to_wake_up) could be millions.
@@ -55,6 +59,19 @@ impl Default for Trace {
 
 impl Trace {
     pub fn record(&self, t: Duration, vcpu: usize, kind: EventKind, trigger: &str, detail: String) {
+        self.record_span(t, vcpu, kind, trigger, detail, None);
+    }
+
+    /// [`record`](Self::record) for an event that lasts `dur` from `t`.
+    pub fn record_span(
+        &self,
+        t: Duration,
+        vcpu: usize,
+        kind: EventKind,
+        trigger: &str,
+        detail: String,
+        dur: Option<Duration>,
+    ) {
         let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if ev.len() >= MAX_EVENTS && kind == EventKind::Hit {
             *self.hits_dropped.lock().unwrap_or_else(|e| e.into_inner()) += 1;
@@ -66,6 +83,7 @@ impl Trace {
             kind,
             trigger: trigger.into(),
             detail,
+            dur_us: dur.map(|d| d.as_micros() as u64),
         });
     }
 
