@@ -15,6 +15,12 @@ fn boot_with_stall(trace: &Path) -> Output {
         "--json",
         "--trace",
         trace.to_str().unwrap(),
+        // An idle CPU stops its tick (NO_HZ_IDLE): vCPU 0 may have nothing
+        // to do for the whole stall and so show no tick at all. With the
+        // periodic tick it ticks at HZ whether busy or idle, so no tick
+        // means vCPU 0 was not running.
+        "--cmdline",
+        "nohz=off",
         "--break",
         "try_to_wake_up,vcpu=1,nth=50,stall=200ms,name=stall1",
         // vCPU 0's timer ticks, no action: its hits show vCPU 0 executing
