@@ -569,7 +569,8 @@ fn inlined_functions_resolve_to_their_copies() {
 /// seed's hand-written sites come back as themselves (the task's state
 /// store through `current`, a per-cpu pointer; the waker's through its
 /// parameter `p`), and a member of a pointer loaded from a member
-/// (`p->sched_class->task_woken`) is named so. Every stall point of the
+/// (`p->sched_class->task_woken`) is named so, unless a name that
+/// matches once names it too. Every stall point of the
 /// functions explore searches for the seed gets a name that resolves back
 /// to exactly its address, and most get a portable one.
 #[test]
@@ -585,7 +586,15 @@ fn portable_names() {
     round_trip("rwsem_down_read_slowpath/store:task_struct.__state#1/next");
     round_trip("ttwu_do_wakeup/store:task_struct.__state");
     round_trip("ttwu_do_wakeup/call:check_preempt_curr");
-    round_trip("ttwu_do_wakeup/load:sched_class.task_woken#1");
+    round_trip("ttwu_do_wakeup/load:sched_class.task_woken#2");
+    // The first load of p->sched_class->task_woken is also the
+    // instruction after the state store; the name that matches once wins
+    // over the indexed one (a patch adding a load before it shifts `#N`).
+    round_trip("ttwu_do_wakeup/store:task_struct.__state/next");
+    assert_eq!(
+        one(syms, "ttwu_do_wakeup/load:sched_class.task_woken#1").addr,
+        one(syms, "ttwu_do_wakeup/store:task_struct.__state/next").addr
+    );
     // A function's entry is its name; a clone's base name finds it.
     let f = syms.function("ttwu_do_wakeup").unwrap();
     assert_eq!(syms.portable_site(f.addr).unwrap().site, "ttwu_do_wakeup");

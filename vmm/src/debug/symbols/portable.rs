@@ -12,7 +12,8 @@
 //!    innermost inlined function the instruction belongs to (`inl@caller`),
 //!    then the real function, the struct being that of the variable the
 //!    DWARF places in the operand's base register; else such a pattern at
-//!    the instruction before, with `/next`;
+//!    the instruction before, with `/next`; in each scope a pattern that
+//!    matches once (here or with `/next`) before any `#N`;
 //! 3. the same with a struct only guessed: another variable in scope with
 //!    a member at that offset (the base may hold a pointer loaded from
 //!    memory, which no variable names);
@@ -89,12 +90,17 @@ impl Symbols {
         // Names the DWARF vouches for (a call's target, the struct of the
         // variable in the base register) before guessed ones, at the
         // instruction or just after the one before.
+        // Within a scope, a pattern that matches once (here or with
+        // `/next`) before any `#N`: an index counts the other matches
+        // before it, which a patch to the function adds or removes.
         for strong in [true, false] {
             for s in &scopes {
-                for (ps, next) in [(&here, false), (&before, true)] {
-                    for (p, _) in ps.iter().filter(|(_, st)| *st == strong) {
-                        if let Some(site) = self.indexed(s, p, next, addr) {
-                            return Ok(found(site));
+                for unique in [true, false] {
+                    for (ps, next) in [(&here, false), (&before, true)] {
+                        for (p, _) in ps.iter().filter(|(_, st)| *st == strong) {
+                            if let Some(site) = self.indexed(s, p, next, addr, unique) {
+                                return Ok(found(site));
+                            }
                         }
                     }
                 }
@@ -112,8 +118,15 @@ impl Symbols {
     }
 
     /// `scope/pattern[#N][/next]` resolving to exactly `addr`, the plain
-    /// form when the pattern matches once.
-    fn indexed(&self, scope: &str, p: &Pattern, next: bool, addr: u64) -> Option<String> {
+    /// form when the pattern matches once; only that form when `unique`.
+    fn indexed(
+        &self,
+        scope: &str,
+        p: &Pattern,
+        next: bool,
+        addr: u64,
+        unique: bool,
+    ) -> Option<String> {
         let spec = |nth| {
             SiteSpec::Pattern {
                 function: scope.to_string(),
@@ -130,6 +143,9 @@ impl Symbols {
         let plain = spec(None);
         if hit(&plain) == Some(true) {
             return Some(plain);
+        }
+        if unique {
+            return None;
         }
         for n in 1..=64 {
             let s = spec(Some(n));
