@@ -4,7 +4,8 @@
 #
 #   base     a kernel source (debian:6.1 = Debian's linux-source-6.1,
 #            debian:6.12 = linux-source-6.12, dir:PATH = a copy of the tree
-#            at PATH) + config.fragment over tinyconfig (+
+#            at PATH, git:REPO@REV = commit REV of the git repository
+#            REPO) + config.fragment over tinyconfig (+
 #            linux-<V.P>/config.fragment where a version needs more) +
 #            linux-<V.P>/host-compat-kvm-pvm.patch; a full build.
 #   variant  the base's build tree + the variant's patches and fragments,
@@ -15,10 +16,20 @@
 # where a variant's key hashes the base key and the contents (not the
 # names) of its patches and fragments, in order: a second scenario with the
 # same variant reuses it, and a variant with neither is the base itself.
-# One build tree per base is kept (the newest base key): it is what makes a
-# variant an incremental build.
+# A base key hashes the source, the fragments, the host-compat patch and
+# the steps that configure and build (the `configure` and `mk` functions,
+# not this whole file: a change to messages or tree handling rebuilds
+# nothing). One build tree per base is kept (the newest base key): it is
+# what makes a variant an incremental build.
 #
-# Usage: build.sh [--paths] [--base debian:6.1|debian:6.12|dir:PATH] [--patch FILE]... [--config FILE]...
+# A git base keeps one work tree per repository (a `git clone --shared` in
+# the cache: the repository is only read) and moves it from commit to
+# commit with `git checkout`, so make rebuilds only what the commits
+# change: this is what makes `preemptor bisect` steps incremental builds.
+# Its key hashes the commit's tree, not the commit: the same tree in two
+# histories is one kernel.
+#
+# Usage: build.sh [--paths] [--base debian:6.1|debian:6.12|dir:PATH|git:REPO@REV] [--patch FILE]... [--config FILE]...
 #   prints the kernel's directory on stdout.
 #   --paths   print it only if built, else exit 3 (no work, no apt).
 # Exit status: 0 built; 2 bad input: one line "error: ..." on stdout (a
@@ -55,6 +66,9 @@ done
 # host-compat patch, extra config) lives in guest/kernel/linux-<V.P>/.
 pkg=""
 srcdir=""
+repo=""
+sha=""
+moved=""
 case $base in
     debian:6.1 | debian:6.12)
         pkg=linux-source-${base#debian:}
@@ -68,7 +82,19 @@ case $base in
         version=$(awk '/^VERSION =/{v=$3} /^PATCHLEVEL =/{p=$3} END{print v"."p}' "$srcdir/Makefile")
         tree_name=dir-$(echo "$srcdir" | sha256sum | cut -c1-12)
         ;;
-    *) fail "unknown kernel base '$base' (known: debian:6.1, debian:6.12, dir:PATH)" ;;
+    git:*@*)
+        spec=${base#git:}
+        rev=${spec##*@}
+        repo=$(realpath -e "${spec%@*}" 2>/dev/null) || fail "kernel base $base: no such directory"
+        git -C "$repo" rev-parse --git-dir >/dev/null 2>&1 || fail "kernel base $base: $repo is not a git repository"
+        sha=$(git -C "$repo" rev-parse -q --verify "$rev^{commit}") || fail "kernel base $base: no commit '$rev' in $repo"
+        git -C "$repo" cat-file -e "$sha:kernel" 2>/dev/null && git -C "$repo" cat-file -e "$sha:arch/x86" 2>/dev/null ||
+            fail "kernel base $base: commit ${sha:0:12} is not a Linux source tree (no kernel/, arch/x86/)"
+        version=$(git -C "$repo" show "$sha:Makefile" | awk '/^VERSION =/{v=$3} /^PATCHLEVEL =/{p=$3} END{print v"."p}')
+        tree_name=git-$(echo "$repo" | sha256sum | cut -c1-12)
+        ;;
+    git:*) fail "kernel base $base: expected git:REPO@REV" ;;
+    *) fail "unknown kernel base '$base' (known: debian:6.1, debian:6.12, dir:PATH, git:REPO@REV)" ;;
 esac
 deps=(gcc make bc flex bison libelf-dev libssl-dev xz-utils patch python3 ${pkg:+"$pkg"})
 basedir=$here/linux-$version
@@ -84,6 +110,8 @@ pkg_version() { dpkg-query -W -f='${Version}' "$pkg" 2>/dev/null || true; }
 source_id() {
     if [[ -n $pkg ]]; then
         echo "$base $pkg $(pkg_version)"
+    elif [[ -n $sha ]]; then
+        echo "git tree $(git -C "$repo" rev-parse "$sha^{tree}")"
     elif git -C "$srcdir" rev-parse -q --verify HEAD 2>/dev/null; then
         echo "$base"
         git -C "$srcdir" diff HEAD
@@ -94,8 +122,20 @@ source_id() {
     fi
 }
 
+mk() { make -s ARCH=x86_64 -j"$(nproc)" "$@"; }
+# Kconfig's chatter (e.g. "override: X changes choice state" where a
+# fragment picks another choice) is not progress: shown only on failure.
+quiet() { local o; o=$("$@" 2>&1) || { echo "$o" >&2; return 1; }; }
+
+# The base's configuration, in the tree: tinyconfig, then the fragments.
+configure() {
+    quiet mk tinyconfig
+    quiet scripts/kconfig/merge_config.sh -m -O . .config "${fragments[@]}"
+    quiet mk olddefconfig
+}
+
 base_key() {
-    { source_id; cat "${fragments[@]}" "$compat" "$here/build.sh"; } | sha256sum | cut -c1-16
+    { source_id; cat "${fragments[@]}" "$compat"; declare -f mk quiet configure; } | sha256sum | cut -c1-16
 }
 
 # The source, unpacked or copied into $src.
@@ -103,6 +143,11 @@ unpack() {
     mkdir -p "$src"
     if [[ -n $pkg ]]; then
         tar -xf "/usr/src/$pkg.tar.xz" -C "$src" --strip-components=1
+    elif [[ -n $sha ]]; then
+        rmdir "$src"
+        git clone -q --shared --no-checkout "$repo" "$src"
+        git -C "$src" checkout -q -f --detach "$sha"
+        echo "$sha" > "$state/rev"
     else
         tar -C "$srcdir" --exclude-vcs -cf - . | tar -C "$src" -xf -
         make -s -C "$src" mrproper   # whatever was built in the original
@@ -151,11 +196,7 @@ if built "$vout"; then echo "$vout"; exit 0; fi
 
 tree=$cache/trees/$tree_name
 src=$tree/src
-state=$tree/.preemptor        # applied/ (patches now in the tree), base.config
-mk() { make -s ARCH=x86_64 -j"$(nproc)" "$@"; }
-# Kconfig's chatter (e.g. "override: X changes choice state" where a
-# fragment picks another choice) is not progress: shown only on failure.
-quiet() { local o; o=$("$@" 2>&1) || { echo "$o" >&2; return 1; }; }
+state=$tree/.preemptor        # applied/ (patches now in the tree), base.config, key; rev (git)
 
 # Every CONFIG_ line of fragment $1 must have survived olddefconfig.
 check_fragment() {
@@ -194,30 +235,76 @@ restore_tree() {
     cp "$state/base.config" .config
 }
 
+apply_compat() {
+    patch -p1 --dry-run -s -f --no-backup-if-mismatch -r - < "$compat" >/dev/null 2>&1 ||
+        fail "the host-compat patch $compat does not apply to $base"
+    patch -p1 -s -f --no-backup-if-mismatch -r - < "$compat"
+}
+
+# The tree configured for the base: compat patch, configuration, state.
+base_ready() {
+    apply_compat
+    configure
+    for f in "${fragments[@]}"; do check_fragment "$f"; done
+    rm -rf "$state/applied"; mkdir -p "$state/applied"
+    cp .config "$state/base.config"
+    echo "$bkey" > "$state/key"
+}
+
 fresh_tree() {
-    log "base $base: ${pkg:+unpacking $pkg $(pkg_version)}${srcdir:+copying $srcdir} into $tree"
-    rm -rf "$tree"; mkdir -p "$tree"
+    log "base $base: ${pkg:+unpacking $pkg $(pkg_version)}${srcdir:+copying $srcdir}${sha:+cloning $repo at ${sha:0:12}} into $tree"
+    rm -rf "$tree"; mkdir -p "$state"
     unpack
     cd "$src"
-    patch -p1 -s < "$compat"
-    quiet mk tinyconfig
-    quiet scripts/kconfig/merge_config.sh -m -O . .config "${fragments[@]}"
-    quiet mk olddefconfig
+    base_ready
+}
+
+# A git tree moves to the commit: `git checkout -f` rewrites only the files
+# that differ (and undoes the compat and variant patches). The files the
+# compat patch touches get their times back where the commits do not
+# change them, so make does not rebuild them for nothing; only when the
+# tree was left whole (not by a killed build).
+move_tree() {
+    local old f
+    old=$(cat "$state/rev" 2>/dev/null) || return 1
+    cd "$src" || return 1
+    git cat-file -e "$sha^{commit}" 2>/dev/null || return 1
+    log "base $base: moving the kept tree from ${old:0:12} to ${sha:0:12}"
+    declare -A stamp=()
+    if [[ $(cat "$state/key") != moving && -z "$(ls -A "$state/applied" 2>/dev/null)" ]]; then
+        while IFS= read -r f; do
+            [[ -f $f ]] && stamp[$f]=$(stat -c %y "$f")
+        done < <(sed -n 's|^+++ [^/]*/\([^\t ]*\).*|\1|p' "$compat")
+    fi
+    echo moving > "$state/key"
+    git checkout -q -f --detach "$sha" || return 1
+    echo "$sha" > "$state/rev"
+    apply_compat
+    declare -A changed=()
+    while IFS= read -r f; do changed[$f]=1; done < <(git diff --name-only "$old" "$sha")
+    for f in "${!stamp[@]}"; do
+        [[ -n ${changed[$f]:-} ]] || touch -d "${stamp[$f]}" "$f"
+    done
+    configure || fail "configuring $base failed (output above)"
     for f in "${fragments[@]}"; do check_fragment "$f"; done
-    mkdir -p "$state/applied"
+    rm -rf "$state/applied"; mkdir -p "$state/applied"
     cp .config "$state/base.config"
     echo "$bkey" > "$state/key"
 }
 
 if [[ $(cat "$state/key" 2>/dev/null) != "$bkey" ]]; then
-    fresh_tree
+    if [[ -n $sha && -d $src/.git ]] && move_tree; then
+        moved=1
+    else
+        fresh_tree
+    fi
 else
     cd "$src"
     restore_tree || { log "could not put the tree back to the base; unpacking again"; fresh_tree; }
 fi
 
 if ! built "$bout"; then
-    log "base $base ($bkey): full build"
+    if [[ -n $moved ]]; then log "base $base ($bkey): incremental build in the kept tree"; else log "base $base ($bkey): full build"; fi
     t0=$SECONDS
     mk vmlinux bzImage >&2 || { echo "error: base kernel build failed (compiler output above)"; exit 1; }
     install_to "$bout"

@@ -5,6 +5,7 @@
 //! [`devices`], [`host`]) → breakpoints and symbols ([`debug`]) → stall
 //! engine ([`stall`]) → report classifier ([`report`]) → CLI ([`cli`]).
 pub mod arch;
+pub mod bisect;
 pub mod boot;
 pub mod cli;
 pub mod debug;

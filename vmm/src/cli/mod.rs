@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod benchexplore;
 pub mod benchjobs;
+pub mod bisect;
 pub mod boot;
 pub mod demo;
 pub mod explore;
@@ -51,6 +52,10 @@ enum Cmd {
     /// Find where stalls make a workload crash: random stall pairs in kernel
     /// functions, adaptive sampling, a ranking, an emitted scenario.
     Explore(explore::ExploreArgs),
+    /// Which commit of a kernel's git history made the scenario crash (or,
+    /// with --fix, stopped it): a binary search, each commit built
+    /// incrementally and run with the scenario's stalls.
+    Bisect(bisect::BisectArgs),
     /// Vary one trigger parameter over a range: crash rate per point, plot.
     Sweep(sweep::SweepArgs),
     /// Merge the JSON-lines results of a suite's shards: table, JUnit, status.
@@ -153,6 +158,7 @@ pub fn main() -> i32 {
         Cmd::Merge(a) => suite::merge(a),
         Cmd::Sweep(a) => sweep::run(a),
         Cmd::Explore(a) => explore::run(a),
+        Cmd::Bisect(a) => bisect::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Kernel(a) => kernel::run(a),
         Cmd::Bench(a) => bench::run(a),

@@ -36,6 +36,17 @@ pub struct RunArgs {
     /// What every kernel should do under injection (overrides the scenario).
     #[arg(long)]
     pub expect: Option<Expect>,
+    /// Build each --kernel variant over this base instead of its own
+    /// (`debian:6.1`, `dir:PATH`, `git:REPO@REV`, e.g. `git:.@HEAD`: the
+    /// commit checked out now), with the variant's patches and fragments.
+    #[arg(long, value_name = "BASE")]
+    pub base: Option<String>,
+    /// Exit statuses for `git bisect run`: 0 the expectation held, 1 it did
+    /// not, 125 this commit cannot be tested (a build or setup error, a
+    /// patch that does not apply, a site that does not resolve, a host
+    /// fault, only inconclusive runs).
+    #[arg(long)]
+    pub git_bisect: bool,
     /// One JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -383,12 +394,60 @@ pub fn print_table(results: &[KernelResult]) {
 }
 
 pub fn run(a: RunArgs) -> Result<i32, UsageError> {
-    let scn = Scenario::load(&a.scenario)?;
-    let kernels = if a.kernels.is_empty() {
+    if !a.git_bisect {
+        return run_as_given(a);
+    }
+    // `git bisect run` takes 125 as "skip", any other status from 1 to
+    // 127 as "new": a commit that cannot be tested must say 125.
+    match run_as_given(a) {
+        Err(UsageError(m)) => {
+            eprintln!("preemptor: {m}");
+            eprintln!("preemptor: cannot test this commit: exit status 125 (git bisect skip)");
+            Ok(125)
+        }
+        Ok(2 | 3) => Ok(125),
+        r => r,
+    }
+}
+
+/// `--base BASE` on the command line: paths relative to the current
+/// directory, made absolute (a scenario's own are relative to its file).
+fn absolute_base(base: &str) -> Result<String, UsageError> {
+    let abs = |p: &str| {
+        std::path::Path::new(p)
+            .canonicalize()
+            .map(|p| p.display().to_string())
+            .map_err(|e| UsageError(format!("--base {base}: {p}: {e}")))
+    };
+    if let Some(p) = base.strip_prefix("dir:") {
+        return Ok(format!("dir:{}", abs(p)?));
+    }
+    if let Some((p, rev)) = base.strip_prefix("git:").and_then(|s| s.rsplit_once('@')) {
+        return Ok(format!("git:{}@{rev}", abs(p)?));
+    }
+    Ok(base.to_string())
+}
+
+fn run_as_given(a: RunArgs) -> Result<i32, UsageError> {
+    let mut scn = Scenario::load(&a.scenario)?;
+    let kernels: Vec<String> = if a.kernels.is_empty() {
         scn.variants().into_iter().map(|(n, _)| n).collect()
     } else {
         a.kernels.clone()
     };
+    if let Some(base) = &a.base {
+        let base = absolute_base(base)?;
+        let variants = scn.variants();
+        for k in &kernels {
+            let Some((_, mut v)) = variants.iter().find(|(n, _)| n == k).cloned() else {
+                return Err(UsageError(format!(
+                    "--base applies to the scenario's kernel variants; '{k}' is not one"
+                )));
+            };
+            v.base = base.clone();
+            scn.kernel.insert(k.clone(), v);
+        }
+    }
     if a.gdb.gdb.is_some() && (a.runs != 1 || kernels.len() != 1 || a.baseline) {
         return Err(UsageError(
             "--gdb serves one run: give one --kernel and --runs 1, without --baseline".into(),
@@ -430,6 +489,7 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     let stopped = stopped(finished)?;
     let interrupted = crate::boot::interrupted();
     let ok = results.iter().all(|r| r.ok) && !interrupted && stopped.is_none();
+    let untestable = a.git_bisect && results.iter().all(|r| r.summary.conclusive == 0);
     if a.json {
         let j = serde_json::json!({
             "scenario": plan.scenario.name, "ok": ok, "interrupted": interrupted,
@@ -470,6 +530,10 @@ pub fn run(a: RunArgs) -> Result<i32, UsageError> {
     }
     if let Some(r) = &stopped {
         return Ok(stopped_exit(r, finished));
+    }
+    if untestable && !interrupted {
+        eprintln!("preemptor: no conclusive run: this commit cannot be tested (exit status 125)");
+        return Ok(125);
     }
     Ok(if ok { 0 } else { 1 })
 }

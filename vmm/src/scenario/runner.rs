@@ -183,10 +183,14 @@ pub fn variant_kernel(
     v: &Variant,
     build: bool,
 ) -> Result<Kernel, Error> {
-    // A tree base (`dir:PATH`) is relative to the scenario file too.
-    let base = match v.base.strip_prefix("dir:") {
-        Some(p) => format!("dir:{}", scn.resolve(Path::new(p)).display()),
-        None => v.base.clone(),
+    // A tree base (`dir:PATH`, `git:REPO@REV`) is relative to the
+    // scenario file too.
+    let base = if let Some(p) = v.base.strip_prefix("dir:") {
+        format!("dir:{}", scn.resolve(Path::new(p)).display())
+    } else if let Some((p, rev)) = v.base.strip_prefix("git:").and_then(|s| s.rsplit_once('@')) {
+        format!("git:{}@{rev}", scn.resolve(Path::new(p)).display())
+    } else {
+        v.base.clone()
     };
     let spec = KernelSpec {
         base,
