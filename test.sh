@@ -14,13 +14,17 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 cargo build --release -p preemptor
 ./target/release/preemptor setup --yes
 # Debian's stock VM kernel, only for `kernel check` (never booted); gdb,
-# for the test that drives it against `--gdb`.
+# for the test that drives it against `--gdb`; Chromium (below).
 sudo_=""; [[ $(id -u) == 0 ]] || sudo_=sudo
 if ! compgen -G "/boot/vmlinuz-*-cloud-amd64" >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends linux-image-cloud-amd64 >/dev/null
 fi
 if ! command -v gdb >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends gdb >/dev/null
+fi
+# Chromium, headless, for the test that renders a run's index.html.
+if ! command -v chromium >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 # Every scenario's kernels, built (or found in the cache) before the tests
 # that use them; a broken patch or fragment fails here, by name.

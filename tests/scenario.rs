@@ -88,6 +88,69 @@ fn reverted_kernel_crashes_in_do_task_dead() {
     // The trace carries them too.
     let trace = std::fs::read_to_string(out.join("reverted-inject/run000/trace.jsonl")).unwrap();
     assert!(trace.contains("\"kind\":\"stack\""), "{trace}");
+    page_renders_in_chromium(&out);
+}
+
+/// The run's `index.html` in headless Chromium (Debian's package): it
+/// loads nothing from outside, logs no console message, and the rendered
+/// page has the verdict table, one timeline lane per vCPU, the stalls and
+/// the crash marker; its screenshot is kept beside it (`shot.png`).
+fn page_renders_in_chromium(out: &std::path::Path) {
+    let page = out.join("index.html");
+    let html = std::fs::read_to_string(&page).expect("index.html");
+    assert!(!html.contains("<script"), "no script");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "nothing remote"
+    );
+    let chromium = |extra: &[&str]| {
+        let o = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args([
+                "--enable-logging=stderr",
+                "--v=0",
+                "--window-size=1100,1400",
+            ])
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("chromium (apt install chromium; ./test.sh does)");
+        assert!(
+            o.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    };
+    let shot = out.join("shot.png");
+    let o = chromium(&[&format!("--screenshot={}", shot.display())]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!log.contains("CONSOLE"), "console messages: {log}");
+    let png = std::fs::read(&shot).expect("screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+    let dom = String::from_utf8_lossy(&chromium(&["--dump-dom"]).stdout).to_string();
+    assert!(
+        dom.contains("kernel BUG in do_task_dead"),
+        "the verdict table"
+    );
+    let first = dom.split(r#"class="run""#).nth(1).expect("a run section");
+    let svg = first.split("</svg>").next().unwrap();
+    assert!(
+        svg.contains(r#"data-vcpu="0""#) && svg.contains(r#"data-vcpu="1""#),
+        "{svg}"
+    );
+    assert!(!svg.contains(r#"data-vcpu="2""#), "one lane per vCPU");
+    assert!(svg.contains(r#"class="stall""#), "{svg}");
+    assert!(svg.contains(r#"class="crash""#), "{svg}");
 }
 
 #[test]

@@ -14,4 +14,5 @@ pub mod host;
 pub mod report;
 pub mod scenario;
 pub mod stall;
+pub mod view;
 pub mod vstate;

@@ -4,8 +4,8 @@ use std::path::Path;
 
 /// Pipeline order; a module may use any module that comes later.
 const ORDER: &[&str] = &[
-    "cli", "bisect", "scenario", "stall", "boot", "vstate", "debug", "report", "arch", "devices",
-    "host",
+    "cli", "view", "bisect", "scenario", "stall", "boot", "vstate", "debug", "report", "arch",
+    "devices", "host",
 ];
 
 fn sources(p: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -51,6 +51,9 @@ pub fn run(a: DemoArgs) -> Result<i32, UsageError> {
     let finished: usize = results.iter().map(|r| r.runs.len()).sum();
     let stopped = stopped(finished)?;
     print_table(&results);
+    if let Some(o) = &plan.out {
+        super::run::write_page(o, &plan.scenario, &results);
+    }
     if crate::boot::interrupted() {
         return Ok(130);
     }

@@ -300,13 +300,7 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
                 }
             }
             let label = format!("{kernel} {mode}");
-            let out = plan.out.as_ref().map(|o| {
-                o.join(format!(
-                    "{}-{}",
-                    kernel.replace('/', "_"),
-                    if inject { "inject" } else { "baseline" }
-                ))
-            });
+            let out = plan.out.as_ref().map(|o| o.join(mode_dir(kernel, inject)));
             // One gdb server, one machine: gdb runs one at a time.
             let jobs = match plan.gdb.gdb {
                 Some(_) => 1,
@@ -339,6 +333,111 @@ pub fn execute(plan: &Plan) -> Result<Vec<KernelResult>, UsageError> {
         }
     }
     Ok(results)
+}
+
+/// A kernel × mode's folder under `--out`.
+pub fn mode_dir(kernel: &str, inject: bool) -> String {
+    format!(
+        "{}-{}",
+        kernel.replace('/', "_"),
+        if inject { "inject" } else { "baseline" }
+    )
+}
+
+/// `--out DIR/index.html` for `run` and `demo`: the table the terminal
+/// prints, then each kept run's timeline. A failure to write it is said
+/// on stderr; the runs and their files stay.
+pub fn write_page(out: &Path, scenario: &Scenario, results: &[KernelResult]) {
+    use crate::view::{Cell, Page, RunView, Table};
+    let mut table = Table {
+        caption: "Verdicts".into(),
+        head: [
+            "kernel",
+            "mode",
+            "crashes/conclusive",
+            "rate (95% CI)",
+            "s/run",
+            "expected",
+            "titles",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    let mut runs = Vec::new();
+    for k in results {
+        let mode = if k.inject {
+            "injection"
+        } else {
+            "no injection"
+        };
+        let dir = mode_dir(&k.kernel, k.inject);
+        let s = &k.summary;
+        let (text, class) = match (k.expect, k.ok) {
+            (Some(_), true) => ("holds", Some("holds")),
+            (Some(_), false) => ("FAILS", Some("fails")),
+            (None, true) => ("-", None),
+            (None, false) => ("not clean", Some("fails")),
+        };
+        let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
+        table.rows.push(vec![
+            Cell {
+                text: k.kernel.clone(),
+                link: (!k.runs.is_empty()).then(|| format!("#{dir}-run{:03}", k.runs[0].index)),
+                class: None,
+            },
+            mode.into(),
+            format!("{}/{}", s.crashes, s.conclusive).into(),
+            match (s.crash_rate, s.crash_rate_ci95) {
+                (Some(r), Some((lo, hi))) => {
+                    format!("{:.0}% ({:.0}-{:.0}%)", r * 100.0, lo * 100.0, hi * 100.0)
+                }
+                _ => "-".into(),
+            }
+            .into(),
+            format!("{:.1}", s.mean_seconds).into(),
+            Cell {
+                text: text.into(),
+                link: None,
+                class: class.map(String::from),
+            },
+            if titles.is_empty() {
+                "-".to_string()
+            } else {
+                titles.join(", ")
+            }
+            .into(),
+        ]);
+        for r in &k.runs {
+            let run_dir = format!("{dir}/run{:03}", r.index);
+            let files = out.join(&run_dir).is_dir().then_some(run_dir.as_str());
+            runs.push(RunView::of(
+                r,
+                scenario.guest.vcpus,
+                format!(
+                    "{} / {mode}: run {} (seed {}): {}{}",
+                    k.kernel,
+                    r.index,
+                    r.seed,
+                    r.verdict,
+                    if r.conclusive { "" } else { " (inconclusive)" }
+                ),
+                format!("{dir}-run{:03}", r.index),
+                files,
+            ));
+        }
+    }
+    let page = Page {
+        title: format!("preemptor: {}", scenario.name),
+        summary: vec![scenario.description.clone()],
+        tables: vec![table],
+        runs,
+        ..Default::default()
+    };
+    match page.write(out) {
+        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
+        Err(e) => eprintln!("preemptor: {e} (the runs and their files are kept)"),
+    }
 }
 
 /// The table of every kernel × mode, then the interleaving of one crash.
@@ -490,6 +589,9 @@ fn run_as_given(a: RunArgs) -> Result<i32, UsageError> {
     let interrupted = crate::boot::interrupted();
     let ok = results.iter().all(|r| r.ok) && !interrupted && stopped.is_none();
     let untestable = a.git_bisect && results.iter().all(|r| r.summary.conclusive == 0);
+    if let Some(o) = &plan.out {
+        write_page(o, &plan.scenario, &results);
+    }
     if a.json {
         let j = serde_json::json!({
             "scenario": plan.scenario.name, "ok": ok, "interrupted": interrupted,

@@ -715,12 +715,23 @@ impl VcpuRunner {
                         }
                         let mut ctx = self.ctx();
                         let r = h.on_hit(&mut ctx, slot);
+                        // KVM's BLOCKIRQ is on exactly while a block runs.
+                        let was_blocked = block_until.is_some();
                         block_until = r.block_irq.map(|d| Instant::now() + d);
                         self.shared.set_irq_block(self.index, block_until);
                         if self.resume_past(resume, &mut sync_pending) {
                             // One exit per hit: the breakpoints stay armed.
-                            if block_until.is_some() {
-                                self.set_debug(guest_debug(&bps, false, true));
+                            // BLOCKIRQ follows this hit's block: on when it
+                            // blocks, and off when a hit that does not
+                            // block cuts an earlier block short. Left on,
+                            // no interrupt reaches this vCPU again (the
+                            // expiry below only sees a running block): an
+                            // IPI's wakeup is lost and its task sleeps for
+                            // ever. This was the explore test's hang with
+                            // emulation (found by reading; the step path
+                            // re-arms after its step and never had it).
+                            if block_until.is_some() || was_blocked {
+                                self.set_debug(guest_debug(&bps, false, block_until.is_some()));
                             }
                         } else {
                             // Step over the instruction with the breakpoints
