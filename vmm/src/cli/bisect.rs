@@ -43,6 +43,9 @@ pub struct BisectArgs {
     /// second invocation with the same file and question reuses them.
     #[arg(long, value_name = "FILE")]
     pub results: Option<PathBuf>,
+    /// Write an HTML page here (`index.html`): the steps and the answer.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// VMs at once (default: one per `vcpus` host cores).
@@ -103,16 +106,27 @@ pub fn run(a: BisectArgs) -> Result<i32, UsageError> {
     } else {
         "first commit where it crashes"
     };
+    let answer = match &end {
+        End::First(c) => format!("{what}: {} {} ({})", c.sha, c.subject, c.date),
+        End::Among(cs) => {
+            let mut t = format!("{what}: one of these (the others between them were skipped):");
+            for c in cs {
+                t += &format!("\n  {} {} ({})", c.sha, c.subject, c.date);
+            }
+            t
+        }
+        End::Stopped(why) => format!("stopped: {why}"),
+    };
+    if let Some(o) = &a.out {
+        write_page(o, &a, &steps, &answer);
+    }
     Ok(match end {
-        End::First(c) => {
-            println!("{what}: {} {} ({})", c.sha, c.subject, c.date);
+        End::First(_) => {
+            println!("{answer}");
             0
         }
-        End::Among(cs) => {
-            println!("{what}: one of these (the others between them were skipped):");
-            for c in cs {
-                println!("  {} {} ({})", c.sha, c.subject, c.date);
-            }
+        End::Among(_) => {
+            println!("{answer}");
             1
         }
         End::Stopped(why) => {
@@ -204,4 +218,57 @@ fn table(steps: &[Step]) -> String {
         );
     }
     t
+}
+
+/// `--out DIR/index.html`: the answer and the steps.
+fn write_page(out: &std::path::Path, a: &BisectArgs, steps: &[Step], answer: &str) {
+    use crate::view::{Page, Table};
+    let rows = steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            vec![
+                (i + 1).to_string().into(),
+                s.commit.short().to_string().into(),
+                s.commit.subject.clone().into(),
+                s.commit.date.clone().into(),
+                format!("{:.0}", s.build_s).into(),
+                format!("{:.0}", s.boot_s).into(),
+                format!("{} ({:.0} s)", s.runs, s.runs_s).into(),
+                rate(s).into(),
+                verdict(s).into(),
+                s.reason.clone().unwrap_or_default().into(),
+            ]
+        })
+        .collect();
+    let page = Page {
+        title: format!("preemptor bisect: {}", a.scenario.display()),
+        summary: answer.lines().map(String::from).collect(),
+        tables: vec![Table {
+            caption: "Steps".into(),
+            head: [
+                "step",
+                "commit",
+                "subject",
+                "date",
+                "build s",
+                "boot s",
+                "runs",
+                "crashed (95% CI)",
+                "is",
+                "why skipped",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows,
+        }],
+        ..Default::default()
+    };
+    let r = std::fs::create_dir_all(out)
+        .map_err(|e| e.to_string())
+        .and_then(|_| page.write(out).map_err(|e| e.to_string()));
+    match r {
+        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
+        Err(e) => eprintln!("preemptor: --out {}: {e}", out.display()),
+    }
 }

@@ -53,6 +53,10 @@ pub struct ExploreArgs {
     /// and arguments continues it up to --budget.
     #[arg(long, value_name = "FILE")]
     pub results: Option<PathBuf>,
+    /// Write an HTML page here (`index.html`): the ranking, the
+    /// confirmations and the emitted scenario.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Write a scenario reproducing the best confirmed finding; with none,
     /// nothing is written and the exit status is 1.
     #[arg(long, value_name = "FILE.toml")]
@@ -354,7 +358,8 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
     }
     bar.finish_and_clear();
     let interrupted = crate::boot::interrupted();
-    print_report(&ex, &a, &want, t0.elapsed(), done);
+    let text = report_text(&ex, &a, &want, t0.elapsed(), done);
+    print!("{text}");
     let mut status = if interrupted { 130 } else { 0 };
     if let Some(path) = &a.emit {
         match ex.best_confirmed(&want) {
@@ -392,7 +397,31 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
             }
         }
     }
+    if let Some(o) = &a.out {
+        write_page(o, &scn_copy.name, &text, a.emit.as_deref());
+    }
     Ok(status)
+}
+
+/// `--out DIR/index.html`: the ranking and confirmations as the terminal
+/// prints them, and the emitted scenario.
+fn write_page(out: &Path, scenario: &str, text: &str, emitted: Option<&Path>) {
+    let mut pre = vec![("Ranking".to_string(), text.to_string())];
+    if let Some(t) = emitted.and_then(|p| std::fs::read_to_string(p).ok()) {
+        pre.push((format!("Emitted: {}", emitted.unwrap().display()), t));
+    }
+    let page = crate::view::Page {
+        title: format!("preemptor explore: {scenario}"),
+        pre,
+        ..Default::default()
+    };
+    let r = std::fs::create_dir_all(out)
+        .map_err(|e| e.to_string())
+        .and_then(|_| page.write(out).map_err(|e| e.to_string()));
+    match r {
+        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
+        Err(e) => eprintln!("preemptor: --out {}: {e}", out.display()),
+    }
 }
 
 /// Writes the confirmed finding as a scenario whose sites survive rebuilds,
@@ -869,13 +898,20 @@ fn open_results(
     Ok(f)
 }
 
-fn print_report(
+fn report_text(
     ex: &Explorer,
     a: &ExploreArgs,
     want: &regex::Regex,
     wall: Duration,
     before: usize,
-) {
+) -> String {
+    let mut s = String::new();
+    macro_rules! line {
+        ($($t:tt)*) => {{
+            s.push_str(&format!($($t)*));
+            s.push('\n');
+        }};
+    }
     let valid = ex.runs.iter().filter(|r| r.valid).count();
     let crashes = ex.runs.iter().filter(|r| r.title.is_some()).count();
     let wanted = ex
@@ -884,7 +920,7 @@ fn print_report(
         .filter(|r| r.title.as_deref().is_some_and(|t| want.is_match(t)))
         .count();
     let (found, first) = ex.found(want);
-    println!(
+    line!(
         "{} runs ({} valid; {} this invocation in {:.0} s), {} crashes, {} wanted; {} confirmed of {} candidates{}",
         ex.runs.len(),
         valid,
@@ -899,18 +935,24 @@ fn print_report(
             .unwrap_or_default()
     );
     if !ex.confirmations.is_empty() {
-        println!(
+        line!(
             "confirmed rates (each candidate re-run as its emitted scenario, up to {} runs, kept at {} crashes):",
             explore::CONFIRM_RUNS,
             explore::CONFIRM_NEED
         );
-        println!(
+        line!(
             "{:<44} {:<44} {:>7} {:>5} {:>9} {:>13}  {:<9} titles",
-            "primary", "secondary", "crashes", "rate", "95% CI", "stalls (ms)", "verdict"
+            "primary",
+            "secondary",
+            "crashes",
+            "rate",
+            "95% CI",
+            "stalls (ms)",
+            "verdict"
         );
         for c in &ex.confirmations {
             let (lo, hi) = c.ci95();
-            println!(
+            line!(
                 "{:<44} {:<44} {:>7} {:>4.0}% {:>4.0}-{:<3.0}% {:>13}  {:<9} {}",
                 ex.site(c.confirm.p),
                 c.confirm
@@ -941,10 +983,10 @@ fn print_report(
                     .join("; ")
             );
         }
-        println!("sampled rates (exploration runs):");
+        line!("sampled rates (exploration runs):");
     }
     let rows = ex.ranking();
-    println!(
+    line!(
         "{:<4} {:<44} {:<44} {:>4} {:>7} {:>5} {:>9} {:>13}  titles",
         "rank",
         "primary (stalls on its own)",
@@ -973,7 +1015,7 @@ fn print_report(
                 med(r.stalls.iter().filter_map(|s| s.1).collect())
             )
         };
-        println!(
+        line!(
             "{:<4} {:<44} {:<44} {:>4} {:>7} {:>4.0}% {:>4.0}-{:<3.0}% {:>13}  {}",
             i + 1,
             ex.site(r.key.p),
@@ -998,4 +1040,5 @@ fn print_report(
                 .join("; ")
         );
     }
+    s
 }

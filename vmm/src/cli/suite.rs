@@ -306,6 +306,9 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
     let finished = results.iter().map(Vec::len).sum::<usize>();
     let stopped = super::run::stopped(finished)?;
     let ok = report(&job, &results, a.junit.as_deref())?;
+    if let Some(o) = &a.out {
+        write_page(o, &job, &results);
+    }
     if crate::boot::interrupted() {
         eprintln!(
             "preemptor: interrupted: the table, JUnit and JSON lines have the {finished} finished run(s); exit status 130"
@@ -316,6 +319,110 @@ pub fn run(a: SuiteArgs) -> Result<i32, UsageError> {
         return Ok(super::run::stopped_exit(r, finished));
     }
     Ok(if ok { 0 } else { 1 })
+}
+
+/// `--out DIR/index.html`: the scenario × kernel × mode table, each cell
+/// linking to its runs; per cell the timelines of its first crash and its
+/// first run, read back from their folders (the suite keeps no trace in
+/// memory), the others as links.
+fn write_page(out: &Path, job: &Job, runs: &[Vec<RunResult>]) {
+    use crate::view::{Cell, Page, RunView, Table};
+    let mut table = Table {
+        caption: "Suite".into(),
+        head: [
+            "scenario",
+            "kernel",
+            "mode",
+            "crashes/conclusive",
+            "s/run",
+            "expected",
+            "titles",
+            "runs",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    let mut views = Vec::new();
+    for (i, (cell, rs)) in job.cells.iter().zip(runs).enumerate() {
+        if rs.is_empty() {
+            continue;
+        }
+        let s = runner::summarize(rs);
+        let held = holds(rs, cell.expect);
+        let dir = format!("{}/{}", cell.scenario, cell_dir(cell));
+        let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
+        table.rows.push(vec![
+            Cell {
+                text: cell.scenario.clone(),
+                link: Some(format!("#cell{i}")),
+                class: None,
+            },
+            cell.kernel.clone().into(),
+            cell.mode().into(),
+            format!("{}/{}", s.crashes, s.conclusive).into(),
+            format!("{:.1}", s.mean_seconds).into(),
+            Cell {
+                text: if held { "holds" } else { "FAILS" }.into(),
+                link: None,
+                class: Some(if held { "holds" } else { "fails" }.into()),
+            },
+            if titles.is_empty() {
+                "-".into()
+            } else {
+                titles.join(", ")
+            }
+            .into(),
+            Cell {
+                text: format!("{} runs", rs.len()),
+                link: Some(dir.clone()),
+                class: None,
+            },
+        ]);
+        let crash = rs
+            .iter()
+            .find(|r| matches!(r.verdict, crate::boot::verdict::Verdict::Crash { .. }));
+        let mut shown: Vec<&RunResult> = crash.into_iter().collect();
+        if let Some(r) = rs
+            .first()
+            .filter(|r| Some(r.index) != crash.map(|c| c.index))
+        {
+            shown.push(r);
+        }
+        for (k, r) in shown.into_iter().enumerate() {
+            let link = format!("{dir}/run{:03}", r.index);
+            let heading = format!(
+                "{} on {} / {}: run {} (seed {}): {}",
+                cell.scenario,
+                cell.kernel,
+                cell.mode(),
+                r.index,
+                r.seed,
+                r.verdict
+            );
+            let id = if k == 0 {
+                format!("cell{i}")
+            } else {
+                format!("cell{i}-{k}")
+            };
+            if let Some(v) = RunView::from_dir(&out.join(&link), &link, heading, id) {
+                views.push(v);
+            }
+        }
+    }
+    let page = Page {
+        title: format!(
+            "preemptor suite ({} runs)",
+            runs.iter().map(Vec::len).sum::<usize>()
+        ),
+        tables: vec![table],
+        runs: views,
+        ..Default::default()
+    };
+    match page.write(out) {
+        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
+        Err(e) => eprintln!("preemptor: {e} (the runs and their files are kept)"),
+    }
 }
 
 /// A cell's folder under the scenario's in `--out`.

@@ -36,6 +36,10 @@ pub struct SweepArgs {
     /// Run r of point i uses seed S + i*runs + r.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Write an HTML page here (`index.html`, and `plot.svg` unless
+    /// --plot says where): the table and the plot.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Draw crash rate against the parameter, with 95% intervals (SVG).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
@@ -140,7 +144,8 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
     ran?;
     bar.finish_and_clear();
     let interrupted = crate::boot::interrupted();
-    print_table(&vary, &results, &p.kernel_name);
+    let table = table_text(&vary, &results, &p.kernel_name);
+    print!("{table}");
     if interrupted {
         println!(
             "interrupted: {} of {} points done",
@@ -148,7 +153,16 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
             vary.points.len()
         );
     }
-    if let Some(path) = &a.plot {
+    // With --out and no --plot, the plot goes beside the page.
+    let plot_path = a
+        .plot
+        .clone()
+        .or_else(|| a.out.as_ref().map(|o| o.join("plot.svg")));
+    if let Some(o) = &a.out {
+        std::fs::create_dir_all(o)
+            .map_err(|e| UsageError(format!("--out {}: {e}", o.display())))?;
+    }
+    if let Some(path) = &plot_path {
         let pts: Vec<RatePoint> = results
             .iter()
             .enumerate()
@@ -169,6 +183,28 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
         )
         .map_err(UsageError)?;
         println!("plot: {}", path.display());
+    }
+    if let Some(o) = &a.out {
+        // The plot inline (its XML declaration dropped), the table as printed.
+        let svg = plot_path
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|t| match t.find("<svg") {
+                Some(i) => t[i..].to_string(),
+                None => t,
+            });
+        let page = crate::view::Page {
+            title: format!("preemptor sweep: {} on {}", p.scenario.name, p.kernel_name),
+            pre: vec![("Crash rate per point".into(), table)],
+            images: svg
+                .map(|s| vec![(vary.name.clone(), s)])
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        match page.write(o) {
+            Ok(path) => eprintln!("preemptor: page: {}", path.display()),
+            Err(e) => eprintln!("preemptor: {e}"),
+        }
     }
     Ok(if interrupted { 130 } else { 0 })
 }
@@ -195,8 +231,8 @@ fn expand_sites(vary: &mut Vary, p: &runner::Prepared) -> Result<(), UsageError>
     Ok(())
 }
 
-fn print_table(vary: &Vary, results: &[PointResult], kernel: &str) {
-    println!(
+fn table_text(vary: &Vary, results: &[PointResult], kernel: &str) -> String {
+    let mut s = format!(
         "{:<28} {:>5} {:>6} {:>8} {:>6} {:>12} {:>6} {:>6}  titles",
         format!("{} ({kernel})", vary.name),
         "runs",
@@ -207,6 +243,7 @@ fn print_table(vary: &Vary, results: &[PointResult], kernel: &str) {
         "goal",
         "s/run"
     );
+    s.push('\n');
     for (i, r) in results.iter().enumerate() {
         let (rate, ci) = match (r.rate(), r.ci95()) {
             (Some(x), Some((lo, hi))) => (
@@ -216,7 +253,7 @@ fn print_table(vary: &Vary, results: &[PointResult], kernel: &str) {
             _ => ("-".into(), "-".into()),
         };
         let titles: Vec<String> = r.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
-        println!(
+        s += &format!(
             "{:<28} {:>5} {:>6} {:>8} {:>6} {:>12} {:>6} {:>6.2}  {}",
             vary.points[i].to_string(),
             r.runs,
@@ -228,5 +265,7 @@ fn print_table(vary: &Vary, results: &[PointResult], kernel: &str) {
             r.seconds / r.runs.max(1) as f64,
             titles.join("; ")
         );
+        s.push('\n');
     }
+    s
 }

@@ -59,6 +59,15 @@ pub struct RunView {
     pub files: Vec<(String, String)>,
 }
 
+const RUN_FILES: [&str; 6] = [
+    "console.log",
+    "trace.json",
+    "trace.jsonl",
+    "stacks.txt",
+    "diagram.txt",
+    "verdict.json",
+];
+
 impl RunView {
     /// The view of `r`, whose files are in `dir` (relative to the page).
     pub fn of(r: &RunResult, vcpus: usize, heading: String, id: String, dir: Option<&str>) -> Self {
@@ -71,8 +80,6 @@ impl RunView {
             crash,
         };
         let trace = chrome_trace(&r.events, vcpus, &heading, &end);
-        let whole = timeline::svg(&trace, vcpus, (0, end.t_us));
-        let win = timeline::window(&trace);
         let events = r
             .events
             .iter()
@@ -90,29 +97,89 @@ impl RunView {
             .collect();
         let files = dir
             .map(|d| {
-                [
-                    "console.log",
-                    "trace.json",
-                    "trace.jsonl",
-                    "stacks.txt",
-                    "diagram.txt",
-                    "verdict.json",
-                ]
-                .iter()
-                .map(|f| (f.to_string(), format!("{d}/{f}")))
-                .collect()
+                RUN_FILES
+                    .iter()
+                    .map(|f| (f.to_string(), format!("{d}/{f}")))
+                    .collect()
             })
             .unwrap_or_default();
+        Self::build(
+            &trace,
+            vcpus,
+            end.t_us,
+            heading,
+            id,
+            events,
+            r.report.clone(),
+            files,
+        )
+    }
+
+    /// The view of a kept run from its folder (`trace.json`,
+    /// `verdict.json`), at `link` relative to the page; None if either is
+    /// missing (a run without injection has no trace).
+    pub fn from_dir(dir: &Path, link: &str, heading: String, id: String) -> Option<Self> {
+        let trace: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("trace.json")).ok()?).ok()?;
+        let verdict: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("verdict.json")).ok()?).ok()?;
+        let evs = trace["traceEvents"].as_array()?;
+        let vcpus = evs
+            .iter()
+            .filter(|e| e["name"] == "thread_name")
+            .filter_map(|e| e["tid"].as_u64())
+            .max()
+            .map_or(1, |m| m as usize + 1);
+        let end = (verdict["seconds"].as_f64().unwrap_or(0.0) * 1e6) as u64;
+        let events = evs
+            .iter()
+            .filter(|e| e["ph"] != "M")
+            .map(|e| {
+                format!(
+                    "{:>12.3} ms  vCPU {}  {:<10} {}",
+                    e["ts"].as_u64().unwrap_or(0) as f64 / 1e3,
+                    e["tid"],
+                    e["name"].as_str().unwrap_or(""),
+                    e["args"]["detail"]
+                        .as_str()
+                        .or(e["args"]["end"].as_str())
+                        .unwrap_or("")
+                )
+            })
+            .collect();
+        let files = RUN_FILES
+            .iter()
+            .filter(|f| dir.join(f).exists())
+            .map(|f| (f.to_string(), format!("{link}/{f}")))
+            .collect();
+        let report = verdict["report"].as_str().map(String::from);
+        Some(Self::build(
+            &trace, vcpus, end, heading, id, events, report, files,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        trace: &serde_json::Value,
+        vcpus: usize,
+        end_us: u64,
+        heading: String,
+        id: String,
+        events: Vec<String>,
+        report: Option<String>,
+        files: Vec<(String, String)>,
+    ) -> Self {
+        let win = timeline::window(trace);
         RunView {
             id,
             heading,
-            whole,
-            window: win.map(|w| timeline::svg(&trace, vcpus, w)),
+            whole: timeline::svg(trace, vcpus, (0, end_us)),
+            window: win.map(|w| timeline::svg(trace, vcpus, w)),
             window_text: win
                 .map(|(a, b)| format!("{:.3} to {:.3} ms", a as f64 / 1e3, b as f64 / 1e3))
                 .unwrap_or_default(),
             events,
-            report: r.report.clone(),
+            report,
             files,
         }
     }
