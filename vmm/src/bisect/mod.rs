@@ -445,6 +445,11 @@ impl Bisection {
                         Err(Error::Host(m)) => return Ok(End::Stopped(m)),
                         Err(e) => return Err(e),
                     };
+                    // A Ctrl-C reaches the build too: what it cut short is
+                    // no skip, and is not recorded.
+                    if crate::boot::interrupted() {
+                        return Ok(End::Stopped("interrupted".into()));
+                    }
                     self.append(&st)?;
                     st
                 }

@@ -96,13 +96,13 @@ impl HostProfile {
                 fixes_emulation: true,
                 qemu_cpu: "qemu64,+xsaveerptr",
                 // RF is ignored here (measured: `bench exits`). The VMM
-                // doing the instruction costs 0.58 of a step, but the guest
-                // can lose a wakeup and idle for good: measured 2026-12-06,
-                // 200 seed runs and a 30,000-hit exit-race boot were right,
-                // and then every run of the explore test hung (4 of 4,
-                // stalls of 0.1 to 20 ms at rwsem_down_read_slowpath and
-                // ttwu_do_wakeup stores). Not the default until that is
-                // understood (`PREEMPTOR_RESUME=emulate` turns it on).
+                // doing the instruction costs 0.58 of a step. With it every
+                // run of the explore test hung (2026-12-06, 4 of 4): the
+                // vCPU loop left BLOCKIRQ on after an emulated hit that
+                // ended a block (see `vstate::emulate`), fixed 2026-12-07;
+                // the explore tests then passed with it. Not the default
+                // until soaks and repeated explore runs confirm it
+                // (`PREEMPTOR_RESUME=emulate` turns it on).
                 resume: ResumeMethod::Step,
             },
         }

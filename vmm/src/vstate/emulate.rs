@@ -16,12 +16,15 @@
 //!
 //! Nothing that writes RSP is done here, `push` included.
 //!
-//! Not the default anywhere (`PREEMPTOR_RESUME=emulate`): on kvm_pvm,
+//! Not the default anywhere yet (`PREEMPTOR_RESUME=emulate`). On kvm_pvm,
 //! the one host that needs it, every form equals the CPU's step in
-//! `exitbench::check_emulation`, yet a guest resumed this way can lose a
-//! wakeup and idle for good. Measured 2026-12-06: 200 seed runs and a
-//! 30,000-hit boot were right, every run of the explore test hung (see
-//! `host`). Until that is understood, kvm_pvm steps.
+//! `exitbench::check_emulation`; the explore test's hang with it (4 of 4
+//! runs, 2026-12-06) was not this file: the vCPU loop left KVM's BLOCKIRQ
+//! on after a hit that did not block cut an earlier block short, so no
+//! interrupt (a wakeup's IPI) reached that vCPU again. Fixed 2026-12-07
+//! (`vcpu.rs`, where a hit resumes); the three explore tests then passed
+//! with emulation. It becomes the default once the soak and repeated
+//! explore runs say so (issue 32).
 //! The page walk sets the accessed and dirty bits the CPU would. KVM's
 //! dirty log does not see the VMM's own writes, so every page written is
 //! returned, for the snapshot restorer to copy back.
