@@ -53,14 +53,45 @@ pub fn guest_dir() -> Result<PathBuf, Error> {
 }
 
 /// Where expensive artefacts live (kernels, build trees, compiled programs):
-/// `PREEMPTOR_CACHE`, else `~/.cache/preemptor`.
+/// `PREEMPTOR_CACHE`, else `$XDG_CACHE_HOME/preemptor` (an absolute
+/// XDG_CACHE_HOME only, as the XDG spec says), else `~/.cache/preemptor`.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("PREEMPTOR_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-            Path::new(&home).join(".cache/preemptor")
-        })
+    if let Some(p) = std::env::var_os("PREEMPTOR_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| Path::new(x).is_absolute()) {
+        return Path::new(&x).join("preemptor");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    Path::new(&home).join(".cache/preemptor")
+}
+
+/// Refuses a directory the tool would write into that exists and belongs
+/// to someone else, or that anyone may write to: what another user puts
+/// there (a kernel, a snapshot, a compiled program) would run as ours.
+/// Missing is fine (it is created, ours).
+pub fn check_owned(dir: &Path, what: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if m.uid() != me {
+        return Err(format!(
+            "{what} {} belongs to uid {}, not to this user (uid {me}): choose another",
+            dir.display(),
+            m.uid()
+        ));
+    }
+    if m.mode() & 0o002 != 0 {
+        return Err(format!(
+            "{what} {} is writable by anyone (mode {:o}): chmod o-w it or choose another",
+            dir.display(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// The base a kernel is built from when nothing says otherwise.
@@ -101,6 +132,8 @@ impl KernelSpec {
     pub fn dir(&self, build: bool) -> Result<PathBuf, Error> {
         let script = guest_dir()?.join("kernel/build.sh");
         let mut cmd = Command::new("bash");
+        // The script's own default is ~/.cache: give it ours (XDG).
+        cmd.env("PREEMPTOR_CACHE", cache_dir());
         cmd.arg(&script).args(self.script_args());
         if !build {
             cmd.arg("--paths");

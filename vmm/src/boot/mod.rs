@@ -461,7 +461,9 @@ fn execute(
             .as_ref()
             .map(|(c, _)| c.held())
             .unwrap_or_default();
-        if INTERRUPTED.swap(false, Ordering::SeqCst) {
+        if let Some(v) = crate::host::seccomp::take_violation() {
+            shared.finish(End::HostError(v));
+        } else if INTERRUPTED.swap(false, Ordering::SeqCst) {
             shared.finish(End::Interrupted);
         } else if start.elapsed().saturating_sub(held) >= cfg.timeout {
             shared.finish(End::Timeout);

@@ -577,7 +577,7 @@ fn exits(samples: usize) -> Result<i32, UsageError> {
         );
     }
     println!(
-        "  port-I/O exit with registers synced into the run structure: {:.1} us",
+        "  port-I/O exit with registers and system registers synced into the run structure: {:.1} us",
         us(c.io_exit_synced)
     );
     println!(

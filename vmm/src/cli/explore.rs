@@ -451,7 +451,7 @@ fn emit(
     let checks = travel::check_variants(scn, &names);
     let (lo, hi) = c.ci95();
     let mut comment = format!(
-        "Found by `preemptor explore` on kernel {} ({} runs, seed {}), confirmed:\n{} of {} runs of exactly this scenario crashed ({:.0}%, 95% CI {:.0}-{:.0}%); titles: {}\nDurations: the longest of the crashing exploration runs' draws.\nSites (named to survive rebuilds; as explored on {}):\n",
+        "Found by `preemptor explore` on kernel {} ({} runs, seed {}), confirmed:\n{} of {} runs of exactly this scenario crashed ({:.0}%, 95% CI {:.0}-{:.0}%); titles: {}\nDurations: twice the longest of the crashing exploration runs' draws.\nSites (named to survive rebuilds; as explored on {}):\n",
         p.kernel_name,
         ex.runs.len(),
         a.seed,

@@ -172,7 +172,9 @@ pub fn setup(a: SetupArgs) -> Result<i32, UsageError> {
     if missing.is_empty() {
         println!("packages    all present");
     } else {
-        if !a.yes {
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !a.yes && root {
             if !std::io::stdin().is_terminal() {
                 return Err(UsageError(format!(
                     "packages to install: {}; not asking without a terminal: run `preemptor setup --yes`",
@@ -212,19 +214,17 @@ pub fn setup(a: SetupArgs) -> Result<i32, UsageError> {
 }
 
 fn apt_install(pkgs: &[String]) -> Result<(), UsageError> {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    // Packages are the one thing that needs root: a user gets the command
+    // to give to whoever has it, and everything else works without.
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(UsageError(format!(
+            "installing packages needs root: run `sudo apt-get install -y --no-install-recommends {}`, then `preemptor setup` again",
+            pkgs.join(" ")
+        )));
+    }
     let apt = |args: &[&str]| -> Result<(), UsageError> {
-        let mut cmd = if root {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        let st = cmd
+        let st = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
@@ -365,9 +365,27 @@ fn checks() -> Vec<Check> {
                 k.get_api_version()
             ),
         ),
+        Err(e) if e.errno() == libc::EACCES || e.errno() == libc::EPERM => {
+            use std::os::unix::fs::MetadataExt;
+            let who = std::env::var("USER").unwrap_or_else(|_| "$USER".into());
+            let m = std::fs::metadata("/dev/kvm").ok();
+            let group = m
+                .as_ref()
+                .map(|m| format!(" (group id {}, mode {:o})", m.gid(), m.mode() & 0o777))
+                .unwrap_or_default();
+            check(
+                Fail,
+                "kvm",
+                format!("/dev/kvm{group}: this user may not open it: {e}"),
+            )
+            .fix(format!(
+                "sudo usermod -aG kvm {who} (then log in again), or for this user alone: \
+                 sudo setfacl -m u:{who}:rw /dev/kvm"
+            ))
+        }
         Err(e) => check(Fail, "kvm", format!("/dev/kvm: {e}")).fix(
-            "load kvm_intel or kvm_amd (virtualization on in the firmware), and give this \
-             user access: sudo usermod -aG kvm $USER, then log in again",
+            "load kvm_intel or kvm_amd (virtualization on in the firmware); \
+             then give this user access: sudo usermod -aG kvm $USER",
         ),
     };
     let kvm_ok = kvm.level == Pass;
@@ -404,13 +422,15 @@ fn checks() -> Vec<Check> {
     }
     let cache = artifacts::cache_dir();
     let probe = cache.join(format!(".doctor-{}", std::process::id()));
-    let writable = std::fs::create_dir_all(&cache)
+    let writable = artifacts::check_owned(&cache, "the cache directory")
+        .map_err(std::io::Error::other)
+        .and_then(|_| std::fs::create_dir_all(&cache))
         .and_then(|_| std::fs::write(&probe, b""))
         .and_then(|_| std::fs::remove_file(&probe));
     out.push(match writable {
         Ok(()) => check(Pass, "cache", format!("{} is writable", cache.display())),
         Err(e) => check(Fail, "cache", format!("{}: {e}", cache.display()))
-            .fix("set PREEMPTOR_CACHE to a writable directory"),
+            .fix("set PREEMPTOR_CACHE or XDG_CACHE_HOME to a directory of this user's"),
     });
     out.push(match free_bytes(&cache) {
         Some(b) if b >= 2 * DISK_PER_BASE => check(

@@ -87,11 +87,13 @@ pub fn command() -> clap::Command {
 /// `--gdb ADDR --gdb-on WHEN`, shared by `boot` and `run`.
 #[derive(clap::Args, Clone, Default)]
 pub struct GdbArgs {
-    /// Serve the GDB remote protocol on ADDR (e.g. 127.0.0.1:1234): the
-    /// machine freezes at --gdb-on and waits for gdb (`target remote ADDR`;
-    /// one thread per vCPU). Its time with gdb does not count against the
+    /// Serve the GDB remote protocol on ADDR: a port (`1234`, on
+    /// 127.0.0.1) or HOST:PORT; an address beyond loopback is served with
+    /// a warning (whoever reaches it controls the guest). The machine
+    /// freezes at --gdb-on and waits for gdb (`target remote ADDR`; one
+    /// thread per vCPU). Its time with gdb does not count against the
     /// timeout; `detach` lets the run go on.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = gdb_addr)]
     pub gdb: Option<String>,
     /// When to freeze for gdb: `start` (before the first instruction),
     /// `crash` (a kernel report's first line), `goal` (the interleaving
@@ -124,6 +126,55 @@ impl GdbArgs {
     }
 }
 
+/// `--gdb`'s address: a bare port listens on loopback only. Warns here,
+/// once per invocation, when it listens beyond this machine.
+fn gdb_addr(s: &str) -> Result<String, String> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p),
+        None => ("127.0.0.1", s),
+    };
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    port.parse::<u16>()
+        .map_err(|_| format!("{port:?} is not a port (give PORT or HOST:PORT)"))?;
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        eprintln!(
+            "preemptor: warning: --gdb {host}:{port} listens beyond this machine: anyone who can reach it controls the guest (memory, registers, breakpoints)"
+        );
+    }
+    Ok(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+/// The cache and the `--out` directory, if they exist, must be ours and
+/// not writable by anyone.
+fn check_dirs(cmd: &Cmd) -> Result<(), String> {
+    use crate::boot::artifacts::{cache_dir, check_owned};
+    // doctor names the problem with its fix instead.
+    if !matches!(cmd, Cmd::Completions(_) | Cmd::Man(_) | Cmd::Doctor(_)) {
+        check_owned(&cache_dir(), "the cache directory")?;
+    }
+    let out = match cmd {
+        Cmd::Run(a) => a.out.as_ref(),
+        Cmd::Suite(a) => a.out.as_ref(),
+        Cmd::Sweep(a) => a.out.as_ref(),
+        Cmd::Explore(a) => a.out.as_ref(),
+        Cmd::Bisect(a) => a.out.as_ref(),
+        Cmd::Demo(a) => a.out.as_ref(),
+        _ => None,
+    };
+    match out {
+        Some(o) => check_owned(o, "the --out directory"),
+        None => Ok(()),
+    }
+}
+
 /// A failure that is the user's or the setup's, not the guest's: exit 2.
 #[derive(Debug)]
 pub struct UsageError(pub String);
@@ -150,6 +201,14 @@ pub fn main() -> i32 {
     if cli.no_snapshot_cache {
         crate::boot::snapcache::disable();
     }
+    // Nothing written is writable by others, whatever the caller's umask
+    // (build.sh and the compilers inherit it).
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(libc::umask(0o022) | 0o022) };
+    if let Err(e) = check_dirs(&cli.cmd) {
+        eprintln!("preemptor: {e}");
+        return 2;
+    }
     let res = match cli.cmd {
         Cmd::Boot(a) => boot::run(a),
         Cmd::Run(a) => run::run(a),
@@ -175,5 +234,18 @@ pub fn main() -> i32 {
             eprintln!("preemptor: {msg}");
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gdb_listens_on_loopback_unless_told() {
+        assert_eq!(super::gdb_addr("1234").unwrap(), "127.0.0.1:1234");
+        assert_eq!(super::gdb_addr(":1234").unwrap(), "127.0.0.1:1234");
+        assert_eq!(super::gdb_addr("0.0.0.0:9").unwrap(), "0.0.0.0:9");
+        assert_eq!(super::gdb_addr("[::1]:9").unwrap(), "[::1]:9");
+        assert!(super::gdb_addr("127.0.0.1:x").is_err());
+        assert!(super::gdb_addr("99999").is_err());
     }
 }

@@ -16,6 +16,8 @@
 //! - long emulated stretches trip the guest's RCU stall detector: noise,
 //!   not a verdict, so it is suppressed.
 //!   On an ordinary KVM host the profile adds nothing.
+pub mod seccomp;
+
 use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,15 +97,16 @@ impl HostProfile {
                 extra_cmdline: KVM_PVM_CMDLINE,
                 fixes_emulation: true,
                 qemu_cpu: "qemu64,+xsaveerptr",
-                // RF is ignored here (measured: `bench exits`). The VMM
-                // doing the instruction costs 0.58 of a step. With it every
-                // run of the explore test hung (2026-12-06, 4 of 4): the
-                // vCPU loop left BLOCKIRQ on after an emulated hit that
-                // ended a block (see `vstate::emulate`), fixed 2026-12-07;
-                // the explore tests then passed with it. Not the default
-                // until soaks and repeated explore runs confirm it
-                // (`PREEMPTOR_RESUME=emulate` turns it on).
-                resume: ResumeMethod::Step,
+                // RF is ignored here (measured: `bench exits`), so the VMM
+                // does the instruction: one exit instead of a step's two.
+                // It was opt-in while every explore test run hung with it
+                // (2026-12-06): the vCPU loop left BLOCKIRQ on after an
+                // emulated hit that ended a block (see `vstate::emulate`),
+                // fixed 2026-12-07. The explore test's remaining failures
+                // were the emitted secondary's coin, not emulation (its
+                // goal was reached in 4 of 10 runs with step too).
+                // `PREEMPTOR_RESUME=step` turns the step back on.
+                resume: ResumeMethod::Emulate,
             },
         }
     }

@@ -192,10 +192,10 @@ fn hit_and_resume(
             vcpu.set_regs(&r).map_err(s)?;
         }
         ResumeMethod::Emulate => {
-            // As the vCPU loop does it: registers from the run structure's
-            // synced copy, handed back the same way; system registers by
-            // ioctl.
-            let sregs = vcpu.get_sregs().map_err(s)?;
+            // As the vCPU loop does it: registers and system registers
+            // from the run structure's synced copy, registers handed back
+            // the same way.
+            let sregs = vcpu.sync_regs().sregs;
             let mut r = vcpu.sync_regs().regs;
             let mut w = Vec::new();
             match emulate::step_over(&mut r, &sregs, mem, &mut w) {
@@ -232,6 +232,7 @@ pub fn measure(samples: usize) -> Result<ExitCosts, String> {
         for synced in [false, true] {
             if synced {
                 vcpu.set_sync_valid_reg(SyncReg::Register);
+                vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
             }
             for _ in 0..batch {
                 let t = Instant::now();
@@ -244,6 +245,7 @@ pub fn measure(samples: usize) -> Result<ExitCosts, String> {
                 }
             }
             vcpu.clear_sync_valid_reg(SyncReg::Register);
+            vcpu.clear_sync_valid_reg(SyncReg::SystemRegister);
         }
         for _ in 0..batch {
             let t = Instant::now();
@@ -275,6 +277,7 @@ pub fn measure(samples: usize) -> Result<ExitCosts, String> {
                 .map_err(s)?;
             if *how == ResumeMethod::Emulate {
                 vcpu.set_sync_valid_reg(SyncReg::Register);
+                vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
             }
             for _ in 0..batch {
                 brk[m].push(hit_and_resume(&mut vcpu, &mem, &bp, *how)?);
@@ -284,6 +287,7 @@ pub fn measure(samples: usize) -> Result<ExitCosts, String> {
             // while emulating.
             vcpu.clear_sync_dirty_reg(SyncReg::Register);
             vcpu.clear_sync_valid_reg(SyncReg::Register);
+            vcpu.clear_sync_valid_reg(SyncReg::SystemRegister);
         }
     }
     Ok(ExitCosts {

@@ -291,6 +291,10 @@ impl GdbCtl {
 /// The server: waits for the first freeze, then serves one gdb session.
 /// `kick` gets every vCPU out of KVM_RUN.
 pub fn serve(ctl: std::sync::Arc<GdbCtl>, listener: TcpListener, kick: impl Fn() + Send + 'static) {
+    if let Err(e) = crate::host::seccomp::install(crate::host::seccomp::Role::Gdb) {
+        tracing::error!("{e}");
+        return;
+    }
     if !ctl.wait_until(|st| st.frozen) {
         return;
     }

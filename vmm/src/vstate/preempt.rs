@@ -87,6 +87,10 @@ impl PreemptConfig {
 /// Runs until the VM stops: asks each target vCPU to hold at its drawn
 /// moments. The first moment of each vCPU is drawn from the run's start.
 pub fn run(cfg: PreemptConfig, shared: Arc<RunShared>, vcpus: usize) {
+    if let Err(e) = crate::host::seccomp::install(crate::host::seccomp::Role::Preempt) {
+        shared.finish(crate::vstate::End::HostError(e.to_string()));
+        return;
+    }
     let mut rng = cfg.seed ^ 0x9ee3_97e5_4a1c_0001;
     let start = Instant::now();
     let mut next: Vec<(usize, Instant)> = cfg
