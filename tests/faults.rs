@@ -58,6 +58,41 @@ fn assert_whole(run: &Path, want: &str) {
     assert!(run.join("console.log").exists(), "{}", run.display());
 }
 
+/// A call outside a thread's seccomp filter ends the run as host-error
+/// naming the call, never silently (`PREEMPTOR_SECCOMP_PROBE` makes vCPU 0
+/// open a socket after installing its filter); and `--gdb` beyond loopback
+/// is served with a warning.
+#[test]
+fn seccomp_violation_is_a_named_host_error() {
+    require_kvm();
+    // The snapshot first (a probed boot would fail before it).
+    let o = preemptor(&["run", SCN, "--kernel", "reverted", "--runs", "1"]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = Command::new(bin())
+        .args(["run", SCN, "--kernel", "reverted", "--runs", "1", "--json"])
+        .env("PREEMPTOR_SECCOMP_PROBE", "1")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let run = &runs(&j)[0];
+    assert_eq!(run["verdict"]["verdict"], "host-error", "{run}");
+    let why = run["verdict"].to_string();
+    assert!(
+        why.contains("seccomp: vCPU 0 made system call socket (41)"),
+        "{why}"
+    );
+    assert_ne!(o.status.code(), Some(0));
+    // The warning comes before anything runs; the missing scenario stops
+    // it there.
+    let o = preemptor(&["run", "no-such-scenario", "--gdb", "0.0.0.0:1"]);
+    assert!(
+        stderr(&o).contains("listens beyond this machine"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn read_only_out_is_refused_before_any_boot() {
     require_kvm();

@@ -585,6 +585,25 @@ fn exits(samples: usize) -> Result<i32, UsageError> {
         us(c.bare_breakpoint),
         us(c.bare_breakpoint) / us(c.io_exit)
     );
+    match c.confined {
+        Some((io, hit)) => {
+            let emulated = c
+                .breakpoint
+                .iter()
+                .find(|(m, _)| *m == ResumeMethod::Emulate)
+                .map_or(f64::NAN, |(_, d)| us(*d));
+            println!(
+                "  under the vCPU threads' seccomp filter: port-I/O exit (synced) {:.1} us against {:.1} us, emulated hit {:.1} us against {:.1} us",
+                us(io),
+                us(c.io_exit_synced),
+                us(hit),
+                emulated
+            );
+        }
+        None => println!(
+            "  seccomp filters are off (PREEMPTOR_SECCOMP=off): their cost is not measured"
+        ),
+    }
     let ioctls: Vec<String> = c
         .ioctls
         .iter()

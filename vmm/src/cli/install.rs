@@ -353,6 +353,22 @@ fn version_line(cmd: &str) -> Option<String> {
     })
 }
 
+/// This user's login name (from the password database: `USER` may be
+/// unset or stale under `sudo`/`runuser`).
+fn user_name() -> String {
+    // SAFETY: getpwuid returns a pointer into static storage or null; read
+    // at once, on this thread.
+    unsafe {
+        let pw = libc::getpwuid(libc::geteuid());
+        if pw.is_null() || (*pw).pw_name.is_null() {
+            return "$USER".into();
+        }
+        std::ffi::CStr::from_ptr((*pw).pw_name)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
 fn checks() -> Vec<Check> {
     use Level::*;
     let mut out = Vec::new();
@@ -367,7 +383,7 @@ fn checks() -> Vec<Check> {
         ),
         Err(e) if e.errno() == libc::EACCES || e.errno() == libc::EPERM => {
             use std::os::unix::fs::MetadataExt;
-            let who = std::env::var("USER").unwrap_or_else(|_| "$USER".into());
+            let who = user_name();
             let m = std::fs::metadata("/dev/kvm").ok();
             let group = m
                 .as_ref()

@@ -16,15 +16,17 @@
 //!
 //! Nothing that writes RSP is done here, `push` included.
 //!
-//! Not the default anywhere yet (`PREEMPTOR_RESUME=emulate`). On kvm_pvm,
-//! the one host that needs it, every form equals the CPU's step in
-//! `exitbench::check_emulation`; the explore test's hang with it (4 of 4
+//! kvm_pvm's default since 2026-12-07 (`PREEMPTOR_RESUME=step` turns the
+//! step back on). Every form equals the CPU's step in
+//! `exitbench::check_emulation`. The explore test's hang with it (4 of 4
 //! runs, 2026-12-06) was not this file: the vCPU loop left KVM's BLOCKIRQ
 //! on after a hit that did not block cut an earlier block short, so no
-//! interrupt (a wakeup's IPI) reached that vCPU again. Fixed 2026-12-07
-//! (`vcpu.rs`, where a hit resumes); the three explore tests then passed
-//! with emulation. It becomes the default once the soak and repeated
-//! explore runs say so (issue 32).
+//! interrupt (a wakeup's IPI) reached that vCPU again (fixed in `vcpu.rs`,
+//! where a hit resumes). The explore test's later failures with it were
+//! the emitted scenarios' (a coin on the secondary, stalls cut to the
+//! draw), and failed the same way with the step.
+//! Registers and system registers come in the run structure's synced copy
+//! (no ioctl at a hit: 11.3 us a hit against 16.0 us with `KVM_GET_SREGS`).
 //! The page walk sets the accessed and dirty bits the CPU would. KVM's
 //! dirty log does not see the VMM's own writes, so every page written is
 //! returned, for the snapshot restorer to copy back.

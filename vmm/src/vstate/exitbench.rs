@@ -49,6 +49,9 @@ pub struct ExitCosts {
     pub ioctls: Vec<(&'static str, Duration)>,
     pub rf_works: bool,
     pub samples: usize,
+    /// Port-I/O exit and emulated hit again, on a thread confined by the
+    /// vCPU seccomp filter: the filter's cost (None: filters are off).
+    pub confined: Option<(Duration, Duration)>,
 }
 
 /// The median of the samples (the upper one of an even count); NaN-free
@@ -290,7 +293,13 @@ pub fn measure(samples: usize) -> Result<ExitCosts, String> {
             vcpu.clear_sync_valid_reg(SyncReg::SystemRegister);
         }
     }
+    let confined = if crate::host::seccomp::enabled() {
+        Some(confined(&mut vcpu, &mem, &bp, samples)?)
+    } else {
+        None
+    };
     Ok(ExitCosts {
+        confined,
         io_exit: median(&mut io),
         io_exit_synced: median(&mut io_synced),
         bare_breakpoint: median(&mut bare),
@@ -305,6 +314,51 @@ pub fn measure(samples: usize) -> Result<ExitCosts, String> {
             .collect(),
         rf_works,
         samples: samples.max(batch),
+    })
+}
+
+/// The I/O exit and the emulated hit measured on a thread that installed
+/// the vCPU threads' seccomp filter first (a filter is for life, so not
+/// this one).
+fn confined(
+    vcpu: &mut VcpuFd,
+    mem: &GuestMemoryMmap,
+    bp: &[Option<u64>; 4],
+    samples: usize,
+) -> Result<(Duration, Duration), String> {
+    std::thread::scope(|sc| {
+        sc.spawn(|| {
+            crate::host::seccomp::install(crate::host::seccomp::Role::Vcpu(0))
+                .map_err(|e| e.to_string())?;
+            let (mut io, mut hit) = (Vec::new(), Vec::new());
+            vcpu.set_sync_valid_reg(SyncReg::Register);
+            vcpu.set_sync_valid_reg(SyncReg::SystemRegister);
+            while io.len() < samples {
+                set_rip(vcpu, CODE)?;
+                vcpu.set_guest_debug(&guest_debug(&[None; 4], false, false))
+                    .map_err(s)?;
+                for _ in 0..100 {
+                    let t = Instant::now();
+                    match vcpu.run() {
+                        Ok(VcpuExit::IoOut(0x80, _)) => io.push(t.elapsed()),
+                        Ok(e) => return Err(format!("unexpected exit {e:?} in the I/O loop")),
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                set_rip(vcpu, STORE_LOOP)?;
+                vcpu.set_guest_debug(&guest_debug(bp, false, false))
+                    .map_err(s)?;
+                for _ in 0..100 {
+                    hit.push(hit_and_resume(vcpu, mem, bp, ResumeMethod::Emulate)?);
+                }
+                vcpu.clear_sync_dirty_reg(SyncReg::Register);
+            }
+            vcpu.clear_sync_valid_reg(SyncReg::Register);
+            vcpu.clear_sync_valid_reg(SyncReg::SystemRegister);
+            Ok((median(&mut io), median(&mut hit)))
+        })
+        .join()
+        .map_err(|_| "the confined measurement thread panicked".to_string())?
     })
 }
 

@@ -609,13 +609,12 @@ impl VcpuRunner {
             r => r,
         };
         if armed && resume == ResumeMethod::Emulate {
-            // Registers come with each exit and go back with the next
-            // KVM_RUN in the run structure: no ioctl for them. Not the
-            // system registers: an earlier build synced them at every exit
-            // and kvm_pvm lost guest wakeups; they are read by ioctl at a
-            // hit. (Reading the stall engine's registers from the synced
-            // copy too made the seed's fixed runs 4.5 s against 2.6 s,
-            // measured 2026-12-06, not understood: it reads by ioctl.)
+            // Registers and system registers come with each exit (and
+            // registers go back with the next KVM_RUN) in the run
+            // structure: no ioctl at a hit. (An earlier build that synced
+            // the system registers lost guest wakeups on kvm_pvm: that was
+            // the BLOCKIRQ left on, fixed since; the stall engine still
+            // reads by ioctl.)
             self.fd.set_sync_valid_reg(SyncReg::Register);
             self.fd.set_sync_valid_reg(SyncReg::SystemRegister);
         }
