@@ -26,6 +26,11 @@ fi
 if ! command -v chromium >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
+# Slurm (munge, slurmctld, slurmd, clients), for the test that runs a job
+# array on a one-node cluster (docs/slurm/local-cluster.sh).
+if ! command -v sbatch >/dev/null || ! [[ -x /usr/sbin/slurmd && -x /usr/sbin/slurmctld && -x /usr/sbin/munged ]]; then
+    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+fi
 # Every scenario's kernels, built (or found in the cache) before the tests
 # that use them; a broken patch or fragment fails here, by name.
 for s in scenarios/*/scenario.toml tests/fixtures/chaos/scenario.toml; do

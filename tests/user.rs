@@ -222,4 +222,6 @@ fn an_ordinary_user_gets_the_same_verdicts_as_root() {
     }
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&out);
+    // A kernel tree and two kernels: gigabytes.
+    let _ = std::fs::remove_dir_all(&xdg);
 }

@@ -466,11 +466,25 @@ pub fn merge(a: MergeArgs) -> Result<i32, UsageError> {
     }
     let ok = report(&m.job, &m.runs, a.junit.as_deref())?;
     if !m.missing.is_empty() {
+        let shards: Vec<String> = m
+            .missing_shards()
+            .iter()
+            .map(|(s, r, n)| {
+                format!(
+                    "shard {}/{} ({n} of its runs {}-{})",
+                    s.index,
+                    s.count,
+                    r.start,
+                    r.end - 1
+                )
+            })
+            .collect();
         eprintln!(
-            "preemptor: incomplete: {} of the job's {} runs are in no file (first missing: run {})",
+            "preemptor: incomplete: {} of the job's {} runs are in no file (first missing: run {}); missing from {}: run those shards again (`suite ... --shard I/N`) and merge all files",
             m.missing.len(),
             m.job.total,
-            m.missing[0]
+            m.missing[0],
+            shards.join(", ")
         );
         return Ok(1);
     }

@@ -259,6 +259,28 @@ pub struct Merged {
     pub runs: Vec<Vec<RunResult>>,
     /// Numbers of the job's runs that no file has.
     pub missing: Vec<usize>,
+    /// The shard counts the files were cut by (normally one).
+    pub counts: Vec<usize>,
+}
+
+impl Merged {
+    /// The shards with runs missing: (shard, its runs, how many missing),
+    /// by the shard counts the files name (a killed or never-started
+    /// task's shard is named, to be run again alone).
+    pub fn missing_shards(&self) -> Vec<(Shard, Range<usize>, usize)> {
+        let mut out = Vec::new();
+        for &count in &self.counts {
+            for index in 1..=count {
+                let sh = Shard { index, count };
+                let r = sh.range(self.job.total);
+                let n = self.missing.iter().filter(|m| r.contains(m)).count();
+                if n > 0 {
+                    out.push((sh, r, n));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Merges the records of several files (`name` labels errors). Refuses
@@ -266,9 +288,13 @@ pub struct Merged {
 /// inputs on different hosts.
 pub fn merge(files: &[(String, Vec<Record>)]) -> Result<Merged, String> {
     let mut job: Option<(String, Job)> = None;
+    let mut counts = Vec::new();
     for (name, recs) in files {
         for r in recs {
-            if let Record::Job { job: j, .. } = r {
+            if let Record::Job { job: j, shard } = r {
+                if !counts.contains(&shard.count) {
+                    counts.push(shard.count);
+                }
                 match &job {
                     None => job = Some((name.clone(), j.clone())),
                     Some((first, j0)) if j0 != j => {
@@ -325,12 +351,39 @@ pub fn merge(files: &[(String, Vec<Record>)]) -> Result<Merged, String> {
                 .collect()
         })
         .collect();
-    Ok(Merged { job, runs, missing })
+    Ok(Merged {
+        job,
+        runs,
+        missing,
+        counts,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shard_of_missing_runs_is_named() {
+        let m = Merged {
+            job: Job {
+                id: "j".into(),
+                version: "v".into(),
+                seed: 1,
+                cells: vec![],
+                total: 9,
+            },
+            runs: vec![],
+            missing: vec![4, 5],
+            counts: vec![3],
+        };
+        let s = m.missing_shards();
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            (s[0].0.index, s[0].0.count, s[0].1.clone(), s[0].2),
+            (2, 3, 3..6, 2)
+        );
+    }
 
     #[test]
     fn shards_tile_the_job() {
