@@ -189,6 +189,14 @@ fn check_emitted(out: &str, toml: &std::path::Path) {
             assert!(line.contains(" -> "), "{line}");
         }
     }
+    check_verification(out);
+}
+
+/// `--verify`'s runs bear the finding out: never a crash on the fixed
+/// kernel or without injection, and on the reverted kernel a crash rate
+/// its confirmation promised (see [`check_emitted`]: a binomial tail, the
+/// product's 90% bar is printed, not asserted).
+fn check_verification(out: &str) {
     // "emitted: FILE (confirmed K/N; ..."
     let conf = out
         .split("(confirmed ")
@@ -310,8 +318,22 @@ fn explore_from_a_crash_report() {
         .unwrap_or_else(|| panic!("no sites line: {text}"));
     assert!(sites.contains("tty_jobctrl_ioctl"), "{sites}");
     assert!(text.contains("inlined in this kernel"), "{text}");
-    assert_eq!(o.status.code(), Some(0), "{text}\n{}", stderr(&o));
-    assert!(text.contains("verification holds"), "{text}");
+    // A window another thread's timing must meet (a lone stop) can
+    // crash 8 of 10 after 9 of 9 in its confirmation (seen 2026-12-07 on
+    // a loaded host): explore then exits 1 with "verification FAILS".
+    // What must hold is what the finding promises: no crash on the fixed
+    // kernel or without injection, and a crash rate the confirmation
+    // makes likely.
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{text}\n{}",
+        stderr(&o)
+    );
+    check_verification(&text);
+    if o.status.code() == Some(1) {
+        assert!(text.contains("verification FAILS"), "{text}");
+        eprintln!("NOTE: below the 90% bar this time:\n{text}");
+    }
     let emitted = std::fs::read_to_string(&toml).unwrap();
     for site in emitted.lines().filter_map(|l| l.strip_prefix("site = \"")) {
         assert!(!site.contains('+'), "not portable: {site}");

@@ -43,7 +43,11 @@ impl Shard {
     }
 
     /// The index from the batch system's environment ([`SHARD_ENV`], first
-    /// set wins; 0-based there, less `SLURM_ARRAY_TASK_MIN` for Slurm).
+    /// set wins; 0-based there). A Slurm array's task ids are the shard
+    /// indices as they are (`--array=0-(N-1)`), not less
+    /// `SLURM_ARRAY_TASK_MIN`: a failed task rerun alone (`--array=I`, so
+    /// MIN = I) must run shard I again, not shard 0 (it did, and
+    /// overwrote the kept runs of its shard, 2026-12-07).
     pub fn from_env(count: usize, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
         let (var, val) = SHARD_ENV
             .iter()
@@ -54,14 +58,7 @@ impl Shard {
                 .parse::<usize>()
                 .map_err(|_| format!("--shard-from-env: {v}={s:?} is not an index"))
         };
-        let mut i = num(var, &val)?;
-        if var == "SLURM_ARRAY_TASK_ID" {
-            if let Some(min) = env("SLURM_ARRAY_TASK_MIN") {
-                i = i.checked_sub(num("SLURM_ARRAY_TASK_MIN", &min)?).ok_or_else(|| {
-                    format!("--shard-from-env: SLURM_ARRAY_TASK_ID={val} is below SLURM_ARRAY_TASK_MIN")
-                })?;
-            }
-        }
+        let i = num(var, &val)?;
         Shard::new(i + 1, count).map_err(|e| format!("--shard-from-env: {var}={val}: {e}"))
     }
 
@@ -420,12 +417,14 @@ mod tests {
         };
         let s = Shard::from_env(3, env(&[("JOB_COMPLETION_INDEX", "2")])).unwrap();
         assert_eq!(s, Shard { index: 3, count: 3 });
+        // A rerun of task 1 alone (`--array=1`) is shard 2 again.
         let s = Shard::from_env(
             4,
-            env(&[("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "4")]),
+            env(&[("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_MIN", "1")]),
         )
         .unwrap();
         assert_eq!(s, Shard { index: 2, count: 4 });
+        assert!(Shard::from_env(4, env(&[("SLURM_ARRAY_TASK_ID", "4")])).is_err());
         assert!(Shard::from_env(3, env(&[("JOB_COMPLETION_INDEX", "3")])).is_err());
         assert!(Shard::from_env(3, env(&[])).is_err());
     }
