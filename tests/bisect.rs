@@ -165,51 +165,33 @@ fn bisect_names_the_fix_and_the_cause() {
 
 #[test]
 fn bad_bisect_input_is_one_line() {
-    let repo = tmp("bisect-norepo");
-    let e = usage_error(&preemptor(&[
-        "bisect",
-        "scenarios/do-exit-race",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--old",
-        "v1",
-        "--new",
-        "v2",
-    ]));
-    assert!(e.contains("not a git repository"), "{e}");
-    let e = usage_error(&preemptor(&[
-        "bisect",
-        "scenarios/do-exit-race",
-        "--repo",
-        ".",
-        "--old",
-        "no-such-rev",
-        "--new",
-        "HEAD",
-    ]));
-    assert!(e.contains("--old no-such-rev: no such commit"), "{e}");
-    let e = usage_error(&preemptor(&[
-        "bisect",
-        "scenarios/do-exit-race",
-        "--repo",
-        ".",
-        "--old",
-        "HEAD",
-        "--new",
-        "HEAD~1",
-    ]));
-    assert!(e.contains("is not an ancestor of"), "{e}");
-    let e = usage_error(&preemptor(&[
-        "bisect",
-        "scenarios/do-exit-race",
-        "--kernel",
-        "nope",
-        "--repo",
-        ".",
-        "--old",
-        "HEAD~1",
-        "--new",
-        "HEAD",
-    ]));
-    assert!(e.contains("no kernel variant 'nope'"), "{e}");
+    let norepo = tmp("bisect-norepo");
+    let norepo = norepo.to_str().unwrap();
+    // (arguments after the scenario, what the one line must say)
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--repo", norepo, "--old", "v1", "--new", "v2"],
+            "not a git repository",
+        ),
+        (
+            &["--repo", ".", "--old", "no-such-rev", "--new", "HEAD"],
+            "--old no-such-rev: no such commit",
+        ),
+        (
+            &["--repo", ".", "--old", "HEAD", "--new", "HEAD~1"],
+            "is not an ancestor of",
+        ),
+        (
+            &[
+                "--kernel", "nope", "--repo", ".", "--old", "HEAD~1", "--new", "HEAD",
+            ],
+            "no kernel variant 'nope'",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut a = vec!["bisect", "scenarios/do-exit-race"];
+        a.extend_from_slice(args);
+        let e = usage_error(&preemptor(&a));
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
 }

@@ -350,7 +350,9 @@ fn explore_from_a_crash_report() {
 /// A kept run's `trace.json` (Chrome trace event format, for Perfetto)
 /// keeps the format's rules and tells what `trace.jsonl` tells: every stall
 /// a slice named by its trigger at the same time, every fire an instant,
-/// one named thread track per vCPU, the crash as a global instant.
+/// one named thread track per vCPU, the crash as a global instant. The
+/// rules are read here again rather than through `stall::chrome::
+/// check_format`: a test should not trust the code it checks.
 fn check_chrome_trace(run: &std::path::Path) {
     let t: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("trace.json")).unwrap()).unwrap();

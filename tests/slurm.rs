@@ -10,7 +10,7 @@
 use preemptor_e2e::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SCENARIOS: [&str; 2] = ["scenarios/do-exit-race", "scenarios/tty-tiocspgrp"];
@@ -48,17 +48,6 @@ impl Drop for Cluster {
             .arg(&self.0)
             .status();
     }
-}
-
-fn sh(c: &mut Command) -> Output {
-    let o = c.output().expect("spawn");
-    eprintln!(
-        "$ {c:?}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        o.status.code()
-    );
-    o
 }
 
 /// `sbatch --parsable ...`: the job id. Job output goes to `out`

@@ -13,17 +13,6 @@ use std::process::{Command, Output};
 
 const USER: &str = "preemptor-ci";
 
-fn sh(cmd: &mut Command) -> Output {
-    let o = cmd.output().expect("spawn");
-    eprintln!(
-        "$ {cmd:?}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        o.status.code()
-    );
-    o
-}
-
 /// `preemptor ARGS` as the user, in `work`, with only a minimal
 /// environment (no root's HOME or cache leaks in).
 fn as_user(work: &Path, xdg: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {

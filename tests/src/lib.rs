@@ -31,20 +31,21 @@ pub fn require_kvm() {
     }
 }
 
-pub fn preemptor(args: &[&str]) -> Output {
-    let out = Command::new(bin())
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run preemptor");
+/// Runs `cmd` and echoes it with its output and status to stderr (shown
+/// when a test fails).
+pub fn sh(cmd: &mut Command) -> Output {
+    let o = cmd.output().expect("spawn");
     eprintln!(
-        "$ preemptor {}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        out.status.code()
+        "$ {cmd:?}\n--- stdout\n{}--- stderr\n{}--- status {:?}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        o.status.code()
     );
-    out
+    o
+}
+
+pub fn preemptor(args: &[&str]) -> Output {
+    sh(Command::new(bin()).args(args).current_dir(root()))
 }
 
 /// This host (kvm_pvm) has a rare flake we have not pinned down: about one

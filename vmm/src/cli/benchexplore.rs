@@ -26,6 +26,9 @@ pub struct ExploreBenchArgs {
     /// Wanted titles (regex), as `explore --want`.
     #[arg(long)]
     pub want: Option<String>,
+    /// Stall durations, as `explore --stall` takes them (default: explore's).
+    #[arg(long, value_name = "RANGE")]
+    pub stall: Option<String>,
     /// Seeds 1..=N for each strategy.
     #[arg(long, default_value_t = 5)]
     pub seeds: u64,
@@ -140,6 +143,9 @@ pub fn run(a: ExploreBenchArgs) -> Result<i32, UsageError> {
             }
             if let Some(w) = &a.want {
                 cmd.args(["--want", w]);
+            }
+            if let Some(s) = &a.stall {
+                cmd.args(["--stall", s]);
             }
             let t = Instant::now();
             let out = cmd

@@ -264,11 +264,5 @@ fn write_page(out: &std::path::Path, a: &BisectArgs, steps: &[Step], answer: &st
         }],
         ..Default::default()
     };
-    let r = std::fs::create_dir_all(out)
-        .map_err(|e| e.to_string())
-        .and_then(|_| page.write(out).map_err(|e| e.to_string()));
-    match r {
-        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
-        Err(e) => eprintln!("preemptor: --out {}: {e}", out.display()),
-    }
+    super::write_page(&page, out);
 }

@@ -415,13 +415,7 @@ fn write_page(out: &Path, scenario: &str, text: &str, emitted: Option<&Path>) {
         pre,
         ..Default::default()
     };
-    let r = std::fs::create_dir_all(out)
-        .map_err(|e| e.to_string())
-        .and_then(|_| page.write(out).map_err(|e| e.to_string()));
-    match r {
-        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
-        Err(e) => eprintln!("preemptor: --out {}: {e}", out.display()),
-    }
+    super::write_page(&page, out);
 }
 
 /// Writes the confirmed finding as a scenario whose sites survive rebuilds,

@@ -128,6 +128,15 @@ impl GdbArgs {
 
 /// `--gdb`'s address: a bare port listens on loopback only. Warns here,
 /// once per invocation, when it listens beyond this machine.
+/// Writes `--out`'s page and says where; a failure is told, never fatal:
+/// the runs and their files are already written.
+fn write_page(page: &crate::view::Page, out: &std::path::Path) {
+    match page.write(out) {
+        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
+        Err(e) => eprintln!("preemptor: --out: {e} (the results already written are kept)"),
+    }
+}
+
 fn gdb_addr(s: &str) -> Result<String, String> {
     let (host, port) = match s.rsplit_once(':') {
         Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p),

@@ -373,12 +373,7 @@ pub fn write_page(out: &Path, scenario: &Scenario, results: &[KernelResult]) {
         };
         let dir = mode_dir(&k.kernel, k.inject);
         let s = &k.summary;
-        let (text, class) = match (k.expect, k.ok) {
-            (Some(_), true) => ("holds", Some("holds")),
-            (Some(_), false) => ("FAILS", Some("fails")),
-            (None, true) => ("-", None),
-            (None, false) => ("not clean", Some("fails")),
-        };
+        let (text, class) = expectation(k.expect.is_some(), k.ok);
         let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
         table.rows.push(vec![
             Cell {
@@ -434,9 +429,18 @@ pub fn write_page(out: &Path, scenario: &Scenario, results: &[KernelResult]) {
         runs,
         ..Default::default()
     };
-    match page.write(out) {
-        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
-        Err(e) => eprintln!("preemptor: {e} (the runs and their files are kept)"),
+    super::write_page(&page, out);
+}
+
+/// The "expected" cell, as the terminal and the page show it: its text
+/// and the page's class. Without an expectation a row only fails when a
+/// run was not clean.
+pub(super) fn expectation(expected: bool, ok: bool) -> (&'static str, Option<&'static str>) {
+    match (expected, ok) {
+        (true, true) => ("holds", Some("holds")),
+        (true, false) => ("FAILS", Some("fails")),
+        (false, true) => ("-", None),
+        (false, false) => ("not clean", Some("fails")),
     }
 }
 
@@ -465,12 +469,7 @@ pub fn print_table(results: &[KernelResult]) {
             },
             format!("{}/{}", s.crashes, s.conclusive),
             s.mean_seconds,
-            match (r.expect, r.ok) {
-                (Some(_), true) => "holds",
-                (Some(_), false) => "FAILS",
-                (None, true) => "-",
-                (None, false) => "not clean",
-            },
+            expectation(r.expect.is_some(), r.ok).0,
             if titles.is_empty() {
                 "-".into()
             } else {

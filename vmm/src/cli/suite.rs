@@ -362,10 +362,13 @@ fn write_page(out: &Path, job: &Job, runs: &[Vec<RunResult>]) {
             cell.mode().into(),
             format!("{}/{}", s.crashes, s.conclusive).into(),
             format!("{:.1}", s.mean_seconds).into(),
-            Cell {
-                text: if held { "holds" } else { "FAILS" }.into(),
-                link: None,
-                class: Some(if held { "holds" } else { "fails" }.into()),
+            {
+                let (text, class) = super::run::expectation(true, held);
+                Cell {
+                    text: text.into(),
+                    link: None,
+                    class: class.map(Into::into),
+                }
             },
             if titles.is_empty() {
                 "-".into()
@@ -419,10 +422,7 @@ fn write_page(out: &Path, job: &Job, runs: &[Vec<RunResult>]) {
         runs: views,
         ..Default::default()
     };
-    match page.write(out) {
-        Ok(p) => eprintln!("preemptor: page: {}", p.display()),
-        Err(e) => eprintln!("preemptor: {e} (the runs and their files are kept)"),
-    }
+    super::write_page(&page, out);
 }
 
 /// A cell's folder under the scenario's in `--out`.
@@ -532,7 +532,7 @@ fn report(job: &Job, runs: &[Vec<RunResult>], junit: Option<&Path>) -> Result<bo
             cell.mode(),
             format!("{}/{}", s.crashes, s.conclusive),
             s.mean_seconds,
-            if held { "holds" } else { "FAILS" },
+            super::run::expectation(true, held).0,
             if titles.is_empty() {
                 "-".into()
             } else {

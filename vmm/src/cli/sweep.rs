@@ -201,10 +201,7 @@ pub fn run(a: SweepArgs) -> Result<i32, UsageError> {
                 .unwrap_or_default(),
             ..Default::default()
         };
-        match page.write(o) {
-            Ok(path) => eprintln!("preemptor: page: {}", path.display()),
-            Err(e) => eprintln!("preemptor: {e}"),
-        }
+        super::write_page(&page, o);
     }
     Ok(if interrupted { 130 } else { 0 })
 }

@@ -162,9 +162,15 @@ const GDB: &[(i64, &str)] = &[
     (libc::SYS_close, "detach"),
 ];
 
+/// A table's calls, allowed whatever their arguments.
+fn any_args(
+    table: &'static [(i64, &'static str)],
+) -> impl Iterator<Item = (i64, Vec<SeccompRule>)> {
+    table.iter().map(|(nr, _)| (*nr, vec![]))
+}
+
 fn rules(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
-    let mut m: BTreeMap<i64, Vec<SeccompRule>> =
-        COMMON.iter().map(|(nr, _)| (*nr, vec![])).collect();
+    let mut m: BTreeMap<i64, Vec<SeccompRule>> = any_args(COMMON).collect();
     match role {
         Role::Vcpu(_) => {
             let reqs = vcpu_ioctls()
@@ -182,7 +188,7 @@ fn rules(role: Role) -> BTreeMap<i64, Vec<SeccompRule>> {
                 .collect();
             m.insert(libc::SYS_ioctl, reqs);
         }
-        Role::Gdb => m.extend(GDB.iter().map(|(nr, _)| (*nr, vec![]))),
+        Role::Gdb => m.extend(any_args(GDB)),
         Role::Preempt => {}
     }
     m

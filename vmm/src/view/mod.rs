@@ -205,8 +205,10 @@ impl Page {
     }
 
     /// Write `dir/index.html` (whole: a temporary file renamed).
+    /// Writes `DIR/index.html` (creating DIR), whole or not at all.
     pub fn write(&self, dir: &Path) -> Result<std::path::PathBuf, Error> {
         let html = self.render()?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::Write(dir.to_path_buf(), e))?;
         let path = dir.join("index.html");
         let tmp = dir.join(".index.html.partial");
         std::fs::write(&tmp, html)

@@ -28,12 +28,17 @@ fn ms(us: u64) -> String {
     format!("{:.3} ms", us as f64 / 1e3)
 }
 
-/// The span worth zooming to: from the first stall or fire to the end of
-/// the last stall or the crash, with a margin; None without either.
+/// The span worth zooming to: the interleaving (from the first stall or
+/// fire to the end of the last stall, fire or the goal), with the crash
+/// when it follows within twice that span (at least 2 ms), and a margin.
+/// A crash long after the interleaving (the seed's comes ~250 ms after its
+/// 20 ms of stalls) would squeeze it into a few pixels: it is marked at the
+/// right edge instead. None without any of them.
 pub fn window(trace: &Value) -> Option<(u64, u64)> {
     let evs = trace["traceEvents"].as_array()?;
     let mut lo = u64::MAX;
     let mut hi = 0u64;
+    let mut crash = None;
     for e in evs {
         let ts = e["ts"].as_u64().unwrap_or(0);
         match (e["ph"].as_str(), e["cat"].as_str()) {
@@ -41,12 +46,18 @@ pub fn window(trace: &Value) -> Option<(u64, u64)> {
                 lo = lo.min(ts);
                 hi = hi.max(ts + e["dur"].as_u64().unwrap_or(0));
             }
-            (Some("i"), Some("fire" | "goal" | "crash")) => {
+            (Some("i"), Some("fire" | "goal")) => {
                 lo = lo.min(ts);
                 hi = hi.max(ts);
             }
+            (Some("i"), Some("crash")) => crash = Some(ts),
             _ => {}
         }
+    }
+    match crash {
+        Some(c) if lo > hi => (lo, hi) = (c, c),
+        Some(c) if c <= hi + 2 * (hi - lo).max(1000) => hi = hi.max(c),
+        _ => {}
     }
     if lo > hi {
         return None;
@@ -135,6 +146,17 @@ pub fn svg(trace: &Value, vcpus: usize, (t0, t1): (u64, u64)) -> String {
                     );
                 }
             }
+            ("i", "crash") if ts > t1 => {
+                let tip = esc(&format!("{name} at {}", ms(ts)));
+                let px = LABEL + plot;
+                let _ = write!(
+                    s,
+                    r##"<g class="crash"><line x1="{px:.1}" y1="{AXIS}" x2="{px:.1}" y2="{height}" stroke="#d02020" stroke-width="2" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="#d02020" text-anchor="end">crash at {} &#8594;</text><title>{tip}</title></g>"##,
+                    px - 3.0,
+                    AXIS + 10.0,
+                    ms(ts)
+                );
+            }
             ("i", cat) if ts >= t0 && ts <= t1 => {
                 let a = &e["args"];
                 let detail = a["detail"].as_str().or(a["title"].as_str()).unwrap_or("");
@@ -211,5 +233,30 @@ mod tests {
         assert_eq!(s.matches(r#"class="fire""#).count(), 2);
         assert!(s.contains("d &lt;x&gt;"), "escaped");
         assert!(!s.contains("<x>"));
+    }
+
+    #[test]
+    fn a_late_crash_is_marked_at_the_edge_of_the_window() {
+        let events = vec![
+            ev(100_000, 1, EventKind::StallStart, "waker"),
+            ev(120_000, 1, EventKind::StallEnd, "waker"),
+        ];
+        let end = End {
+            t_us: 400_000,
+            crash: Some("kernel BUG in do_task_dead".into()),
+        };
+        let t = chrome_trace(&events, 2, "x", &end);
+        let w = window(&t).unwrap();
+        assert!(w.0 < 100_000 && w.1 > 120_000 && w.1 < 200_000, "{w:?}");
+        let s = svg(&t, 2, w);
+        assert_eq!(s.matches(r#"class="crash""#).count(), 1);
+        assert!(s.contains("crash at 400.000 ms"), "{s}");
+        // A crash close behind the stalls stays inside.
+        let near = End {
+            t_us: 150_000,
+            ..end
+        };
+        let w = window(&chrome_trace(&events, 2, "x", &near)).unwrap();
+        assert!(w.1 > 150_000, "{w:?}");
     }
 }
