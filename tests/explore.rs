@@ -293,6 +293,7 @@ fn explore_from_a_crash_report() {
     assert!(console.exists(), "{}", console.display());
     check_chrome_trace(&out.join("reverted-inject/run000"));
     let toml = dir.join("explored.toml");
+    let page_dir = dir.join("page");
     let o = preemptor(&[
         "explore",
         scn,
@@ -306,8 +307,21 @@ fn explore_from_a_crash_report() {
         "1",
         "--emit",
         toml.to_str().unwrap(),
+        "--out",
+        page_dir.to_str().unwrap(),
     ]);
     let text = stdout(&o);
+    // The page: the ranking, the emitted scenario and its verification.
+    let page = std::fs::read_to_string(page_dir.join("index.html")).expect("explore's page");
+    for part in [
+        "Ranking",
+        "Emitted: ",
+        "Verification of the emitted scenario",
+        "<td>fixed</td><td>injection</td>",
+        "<td>reverted</td><td>no injection</td>",
+    ] {
+        assert!(page.contains(part), "{part}: {page}");
+    }
     assert!(
         text.contains("from the report: WARNING: refcount bug in put_pid"),
         "{text}"

@@ -361,10 +361,11 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
     let text = report_text(&ex, &a, &want, t0.elapsed(), done);
     print!("{text}");
     let mut status = if interrupted { 130 } else { 0 };
+    let mut verified_runs = Vec::new();
     if let Some(path) = &a.emit {
         match ex.best_confirmed(&want) {
             Some(c) => {
-                let held = emit(
+                let (held, verification) = emit(
                     &a,
                     path,
                     &p,
@@ -378,6 +379,7 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
                 if !held && !crate::boot::interrupted() {
                     status = 1;
                 }
+                verified_runs = verification;
             }
             None => {
                 let refuted = ex.confirmations.iter().filter(|c| !c.confirmed).count();
@@ -398,21 +400,37 @@ pub fn run(a: ExploreArgs) -> Result<i32, UsageError> {
         }
     }
     if let Some(o) = &a.out {
-        write_page(o, &scn_copy.name, &text, a.emit.as_deref());
+        write_page(o, &scn_copy.name, &text, a.emit.as_deref(), &verified_runs);
     }
     Ok(status)
 }
 
 /// `--out DIR/index.html`: the ranking and confirmations as the terminal
-/// prints them, and the emitted scenario.
-fn write_page(out: &Path, scenario: &str, text: &str, emitted: Option<&Path>) {
+/// prints them, the emitted scenario and its verification.
+fn write_page(
+    out: &Path,
+    scenario: &str,
+    text: &str,
+    emitted: Option<&Path>,
+    verification: &[super::run::KernelResult],
+) {
     let mut pre = vec![("Ranking".to_string(), text.to_string())];
     if let Some(t) = emitted.and_then(|p| std::fs::read_to_string(p).ok()) {
         pre.push((format!("Emitted: {}", emitted.unwrap().display()), t));
     }
+    let tables = if verification.is_empty() {
+        vec![]
+    } else {
+        vec![super::run::verdict_table(
+            "Verification of the emitted scenario",
+            verification,
+            false,
+        )]
+    };
     let page = crate::view::Page {
         title: format!("preemptor explore: {scenario}"),
         pre,
+        tables,
         ..Default::default()
     };
     super::write_page(&page, out);
@@ -420,7 +438,7 @@ fn write_page(out: &Path, scenario: &str, text: &str, emitted: Option<&Path>) {
 
 /// Writes the confirmed finding as a scenario whose sites survive rebuilds,
 /// checks each site on every kernel variant, and with `--verify N` runs it
-/// there. Whether the verification holds (true without one).
+/// there. Whether the verification holds (true without one), and its runs.
 #[allow(clippy::too_many_arguments)]
 fn emit(
     a: &ExploreArgs,
@@ -432,7 +450,7 @@ fn emit(
     scenario_text: &str,
     scenario_dir: &Path,
     want: &regex::Regex,
-) -> Result<bool, UsageError> {
+) -> Result<(bool, Vec<super::run::KernelResult>), UsageError> {
     let syms = p
         .symbols()
         .ok_or_else(|| UsageError("explore needs the kernel's vmlinux".into()))?;
@@ -517,7 +535,7 @@ fn emit(
         }
     }
     if a.verify == 0 {
-        return Ok(true);
+        return Ok((true, vec![]));
     }
     // Only where every site resolves: elsewhere the scenario cannot run.
     let mut kernels: Vec<String> = Vec::new();
@@ -621,7 +639,7 @@ fn emit(
             }
         );
     }
-    Ok(held)
+    Ok((held, results))
 }
 
 /// The emitted scenario's bar on one kernel and mode: where a crash is

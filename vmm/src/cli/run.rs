@@ -348,61 +348,12 @@ pub fn mode_dir(kernel: &str, inject: bool) -> String {
 /// prints, then each kept run's timeline. A failure to write it is said
 /// on stderr; the runs and their files stay.
 pub fn write_page(out: &Path, scenario: &Scenario, results: &[KernelResult]) {
-    use crate::view::{Cell, Page, RunView, Table};
-    let mut table = Table {
-        caption: "Verdicts".into(),
-        head: [
-            "kernel",
-            "mode",
-            "crashes/conclusive",
-            "rate (95% CI)",
-            "s/run",
-            "expected",
-            "titles",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows: vec![],
-    };
+    use crate::view::{Page, RunView};
+    let table = verdict_table("Verdicts", results, true);
     let mut runs = Vec::new();
     for k in results {
-        let mode = if k.inject {
-            "injection"
-        } else {
-            "no injection"
-        };
         let dir = mode_dir(&k.kernel, k.inject);
-        let s = &k.summary;
-        let (text, class) = expectation(k.expect.is_some(), k.ok);
-        let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
-        table.rows.push(vec![
-            Cell {
-                text: k.kernel.clone(),
-                link: (!k.runs.is_empty()).then(|| format!("#{dir}-run{:03}", k.runs[0].index)),
-                class: None,
-            },
-            mode.into(),
-            format!("{}/{}", s.crashes, s.conclusive).into(),
-            match (s.crash_rate, s.crash_rate_ci95) {
-                (Some(r), Some((lo, hi))) => {
-                    format!("{:.0}% ({:.0}-{:.0}%)", r * 100.0, lo * 100.0, hi * 100.0)
-                }
-                _ => "-".into(),
-            }
-            .into(),
-            format!("{:.1}", s.mean_seconds).into(),
-            Cell {
-                text: text.into(),
-                link: None,
-                class: class.map(String::from),
-            },
-            if titles.is_empty() {
-                "-".to_string()
-            } else {
-                titles.join(", ")
-            }
-            .into(),
-        ]);
+        let mode = mode_name(k.inject);
         for r in &k.runs {
             let run_dir = format!("{dir}/run{:03}", r.index);
             let files = out.join(&run_dir).is_dir().then_some(run_dir.as_str());
@@ -430,6 +381,76 @@ pub fn write_page(out: &Path, scenario: &Scenario, results: &[KernelResult]) {
         ..Default::default()
     };
     super::write_page(&page, out);
+}
+
+/// The verdict table as the terminal prints it, for a page; `link_runs`
+/// links each kernel to its first run's timeline on the same page.
+pub(super) fn verdict_table(
+    caption: &str,
+    results: &[KernelResult],
+    link_runs: bool,
+) -> crate::view::Table {
+    use crate::view::{Cell, Table};
+    let mut table = Table {
+        caption: caption.into(),
+        head: [
+            "kernel",
+            "mode",
+            "crashes/conclusive",
+            "rate (95% CI)",
+            "s/run",
+            "expected",
+            "titles",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    for k in results {
+        let mode = mode_name(k.inject);
+        let dir = mode_dir(&k.kernel, k.inject);
+        let s = &k.summary;
+        let (text, class) = expectation(k.expect.is_some(), k.ok);
+        let titles: Vec<String> = s.titles.iter().map(|(t, n)| format!("{n}x {t}")).collect();
+        table.rows.push(vec![
+            Cell {
+                text: k.kernel.clone(),
+                link: (link_runs && !k.runs.is_empty())
+                    .then(|| format!("#{dir}-run{:03}", k.runs[0].index)),
+                class: None,
+            },
+            mode.into(),
+            format!("{}/{}", s.crashes, s.conclusive).into(),
+            match (s.crash_rate, s.crash_rate_ci95) {
+                (Some(r), Some((lo, hi))) => {
+                    format!("{:.0}% ({:.0}-{:.0}%)", r * 100.0, lo * 100.0, hi * 100.0)
+                }
+                _ => "-".into(),
+            }
+            .into(),
+            format!("{:.1}", s.mean_seconds).into(),
+            Cell {
+                text: text.into(),
+                link: None,
+                class: class.map(String::from),
+            },
+            if titles.is_empty() {
+                "-".to_string()
+            } else {
+                titles.join(", ")
+            }
+            .into(),
+        ]);
+    }
+    table
+}
+
+fn mode_name(inject: bool) -> &'static str {
+    if inject {
+        "injection"
+    } else {
+        "no injection"
+    }
 }
 
 /// The "expected" cell, as the terminal and the page show it: its text
@@ -462,11 +483,7 @@ pub fn print_table(results: &[KernelResult]) {
         println!(
             "{:<w$} {:<13} {:>20} {:>8.1}  {:<8} {}",
             r.kernel,
-            if r.inject {
-                "injection"
-            } else {
-                "no injection"
-            },
+            mode_name(r.inject),
             format!("{}/{}", s.crashes, s.conclusive),
             s.mean_seconds,
             expectation(r.expect.is_some(), r.ok).0,
