@@ -73,7 +73,14 @@ pub fn svg(trace: &Value, vcpus: usize, (t0, t1): (u64, u64)) -> String {
     let plot = WIDTH - LABEL - 10.0;
     let x = |t: u64| LABEL + (t.clamp(t0, t1) - t0) as f64 / (t1 - t0) as f64 * plot;
     let lanes = vcpus.max(1);
-    let height = AXIS + lanes as f64 * LANE + 6.0;
+    let evs = trace["traceEvents"].as_array().cloned().unwrap_or_default();
+    // A crash past the window gets a line of its own under the lanes for
+    // its label, clear of the marks at the window's right edge.
+    let late_crash = evs
+        .iter()
+        .any(|e| e["cat"] == "crash" && e["ts"].as_u64().is_some_and(|t| t > t1));
+    let lanes_end = AXIS + lanes as f64 * LANE;
+    let height = lanes_end + if late_crash { 20.0 } else { 6.0 };
     let mut s = String::new();
     let _ = write!(
         s,
@@ -99,7 +106,6 @@ pub fn svg(trace: &Value, vcpus: usize, (t0, t1): (u64, u64)) -> String {
             y + LANE / 2.0 + 4.0
         );
     }
-    let evs = trace["traceEvents"].as_array().cloned().unwrap_or_default();
     for e in &evs {
         let ph = e["ph"].as_str().unwrap_or("");
         let ts = e["ts"].as_u64().unwrap_or(0);
@@ -151,9 +157,8 @@ pub fn svg(trace: &Value, vcpus: usize, (t0, t1): (u64, u64)) -> String {
                 let px = LABEL + plot;
                 let _ = write!(
                     s,
-                    r##"<g class="crash"><line x1="{px:.1}" y1="{AXIS}" x2="{px:.1}" y2="{height}" stroke="#d02020" stroke-width="2" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="#d02020" text-anchor="end">crash at {} &#8594;</text><title>{tip}</title></g>"##,
-                    px - 3.0,
-                    AXIS + 10.0,
+                    r##"<g class="crash"><line x1="{px:.1}" y1="{AXIS}" x2="{px:.1}" y2="{lanes_end}" stroke="#d02020" stroke-width="2" stroke-dasharray="4 3"/><text x="{px:.1}" y="{:.1}" fill="#d02020" text-anchor="end">crash at {} &#8594;</text><title>{tip}</title></g>"##,
+                    height - 5.0,
                     ms(ts)
                 );
             }
