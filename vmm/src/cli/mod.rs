@@ -126,8 +126,6 @@ impl GdbArgs {
     }
 }
 
-/// `--gdb`'s address: a bare port listens on loopback only. Warns here,
-/// once per invocation, when it listens beyond this machine.
 /// Writes `--out`'s page and says where; a failure is told, never fatal:
 /// the runs and their files are already written.
 fn write_page(page: &crate::view::Page, out: &std::path::Path) {
@@ -137,6 +135,8 @@ fn write_page(page: &crate::view::Page, out: &std::path::Path) {
     }
 }
 
+/// `--gdb`'s address: a bare port listens on loopback only. Warns here,
+/// once per invocation, when it listens beyond this machine.
 fn gdb_addr(s: &str) -> Result<String, String> {
     let (host, port) = match s.rsplit_once(':') {
         Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p),

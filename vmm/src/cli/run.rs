@@ -3,6 +3,7 @@
 use super::UsageError;
 use crate::boot::verdict::Verdict;
 use crate::scenario::runner::{self, Prepared, RunResult, Summary};
+use crate::scenario::suite::mode_name;
 use crate::scenario::{Expect, Scenario, SnapshotAt};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -443,14 +444,6 @@ pub(super) fn verdict_table(
         ]);
     }
     table
-}
-
-fn mode_name(inject: bool) -> &'static str {
-    if inject {
-        "injection"
-    } else {
-        "no injection"
-    }
 }
 
 /// The "expected" cell, as the terminal and the page show it: its text

@@ -97,11 +97,16 @@ pub struct Cell {
 
 impl Cell {
     pub fn mode(&self) -> &'static str {
-        if self.inject {
-            "injection"
-        } else {
-            "no injection"
-        }
+        mode_name(self.inject)
+    }
+}
+
+/// How a mode is named in tables: "injection" or "no injection".
+pub fn mode_name(inject: bool) -> &'static str {
+    if inject {
+        "injection"
+    } else {
+        "no injection"
     }
 }
 

@@ -204,8 +204,8 @@ impl Page {
         Ok(env.get_template("page.html")?.render(self)?)
     }
 
-    /// Write `dir/index.html` (whole: a temporary file renamed).
-    /// Writes `DIR/index.html` (creating DIR), whole or not at all.
+    /// Writes `DIR/index.html`, creating DIR; whole or not at all (a
+    /// temporary file renamed).
     pub fn write(&self, dir: &Path) -> Result<std::path::PathBuf, Error> {
         let html = self.render()?;
         std::fs::create_dir_all(dir).map_err(|e| Error::Write(dir.to_path_buf(), e))?;

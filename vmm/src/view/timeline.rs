@@ -152,27 +152,29 @@ pub fn svg(trace: &Value, vcpus: usize, (t0, t1): (u64, u64)) -> String {
                     );
                 }
             }
-            ("i", "crash") if ts > t1 => {
-                let tip = esc(&format!("{name} at {}", ms(ts)));
-                let px = LABEL + plot;
-                let _ = write!(
-                    s,
-                    r##"<g class="crash"><line x1="{px:.1}" y1="{AXIS}" x2="{px:.1}" y2="{lanes_end}" stroke="#d02020" stroke-width="2" stroke-dasharray="4 3"/><text x="{px:.1}" y="{:.1}" fill="#d02020" text-anchor="end">crash at {} &#8594;</text><title>{tip}</title></g>"##,
-                    height - 5.0,
-                    ms(ts)
-                );
-            }
-            ("i", cat) if ts >= t0 && ts <= t1 => {
+            // The crash: a red line at its time, or, past the window, a
+            // dashed one at its right edge, labelled with the time below.
+            ("i", cat) if ts >= t0 && (ts <= t1 || cat == "crash") => {
                 let a = &e["args"];
                 let detail = a["detail"].as_str().or(a["title"].as_str()).unwrap_or("");
                 let tip = esc(&format!("{name} at {}\n{detail}", ms(ts)));
                 let px = x(ts);
                 if cat == "crash" {
+                    let (y2, dash, lx, ly, label) = if ts > t1 {
+                        let when = format!("crash at {} &#8594;", ms(ts));
+                        (
+                            lanes_end,
+                            r#" stroke-dasharray="4 3""#,
+                            px,
+                            height - 5.0,
+                            when,
+                        )
+                    } else {
+                        (height, "", px - 3.0, AXIS + 10.0, "crash".to_string())
+                    };
                     let _ = write!(
                         s,
-                        r##"<g class="crash"><line x1="{px:.1}" y1="{AXIS}" x2="{px:.1}" y2="{height}" stroke="#d02020" stroke-width="2"/><text x="{:.1}" y="{:.1}" fill="#d02020" text-anchor="end">crash</text><title>{tip}</title></g>"##,
-                        px - 3.0,
-                        AXIS + 10.0
+                        r##"<g class="crash"><line x1="{px:.1}" y1="{AXIS}" x2="{px:.1}" y2="{y2:.1}" stroke="#d02020" stroke-width="2"{dash}/><text x="{lx:.1}" y="{ly:.1}" fill="#d02020" text-anchor="end">{label}</text><title>{tip}</title></g>"##
                     );
                     continue;
                 }
